@@ -1,0 +1,177 @@
+//! The self-service API under `/api`, authenticated by app token: a user manages their own
+//! provider keys and reads their own audit trail. A key id of another user answers 404, never
+//! 403, so ids cannot be probed.
+
+use crate::app::{AppState, RequestCtx};
+use crate::auth::Caller;
+use crate::error::ProxyError;
+use crate::http_util::{double_option, empty, json_response, read_json, Body};
+use crate::keys::{self, providers, KeyView};
+use crate::router::Route;
+use crate::store::{AuditFilter, KeyPatch};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Management bodies are small; this bounds them regardless of `limits.max_body_bytes`.
+const API_BODY_LIMIT: usize = 256 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    provider: String,
+    credentials: serde_json::Value,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchKey {
+    #[serde(default, deserialize_with = "double_option")]
+    label: Option<Option<String>>,
+    #[serde(default)]
+    is_active: Option<bool>,
+}
+
+pub(crate) fn key_not_found() -> ProxyError {
+    ProxyError::NotFound("No such key. GET /api/keys lists yours.".into())
+}
+
+/// Parses a path id; a malformed id is simply not found.
+pub(crate) fn path_id(id: &str, not_found: fn() -> ProxyError) -> Result<Uuid, ProxyError> {
+    Uuid::parse_str(id).map_err(|_| not_found())
+}
+
+fn check_label(label: &Option<String>) -> Result<(), ProxyError> {
+    match label {
+        Some(l) if l.chars().count() > 100 => Err(ProxyError::InvalidRequest(
+            "label must be at most 100 characters".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn limit_param(req: &Request<Incoming>) -> u32 {
+    req.uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100u32)
+        .clamp(1, 1000)
+}
+
+pub async fn handle(
+    app: &Arc<AppState>,
+    route: Route,
+    req: Request<Incoming>,
+    ctx: &RequestCtx,
+    caller: &Caller,
+) -> Result<Response<Body>, ProxyError> {
+    let method = req.method().clone();
+    let body_limit = app.config.limits.max_body_bytes.min(API_BODY_LIMIT);
+    match (route, method) {
+        (Route::Me, Method::GET) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "id": caller.user_id, "name": caller.user_name, "token_id": caller.token_id }),
+        )),
+        (Route::Providers, Method::GET) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "object": "list", "data": providers::PROVIDERS }),
+        )),
+        (Route::Keys, Method::GET) => {
+            let keys = app.store.list_keys(caller.user_id).await?;
+            let data: Vec<KeyView> = keys.iter().map(KeyView::from).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "object": "list", "data": data }),
+            ))
+        }
+        (Route::Keys, Method::POST) => {
+            let body: NewKey = read_json(req, body_limit).await?;
+            check_label(&body.label)?;
+            let key = keys::add_key(
+                &app.store,
+                &app.vault,
+                caller.user_id,
+                &body.provider,
+                &body.credentials,
+                body.label,
+                ctx.audit("key.created", Some(caller.user_id)),
+            )
+            .await
+            .map_err(key_error)?;
+            Ok(json_response(StatusCode::CREATED, &KeyView::from(&key)))
+        }
+        (Route::Key(id), Method::PATCH) => {
+            let id = path_id(&id, key_not_found)?;
+            let body: PatchKey = read_json(req, body_limit).await?;
+            if let Some(label) = &body.label {
+                check_label(label)?;
+            }
+            let patch = KeyPatch {
+                label: body.label,
+                is_active: body.is_active,
+            };
+            let key = keys::update_key(
+                &app.store,
+                caller.user_id,
+                id,
+                patch,
+                ctx.audit("key.updated", Some(caller.user_id)),
+            )
+            .await
+            .map_err(key_error)?
+            .ok_or_else(key_not_found)?;
+            Ok(json_response(StatusCode::OK, &KeyView::from(&key)))
+        }
+        (Route::Key(id), Method::DELETE) => {
+            let id = path_id(&id, key_not_found)?;
+            let mut audit = ctx.audit("key.deleted", Some(caller.user_id));
+            audit.target = Some(format!("key:{id}"));
+            if !app.store.delete_key(caller.user_id, id, audit).await? {
+                return Err(key_not_found());
+            }
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            Ok(resp)
+        }
+        (Route::Audit, Method::GET) => {
+            let limit = limit_param(&req);
+            let events = app
+                .store
+                .list_audit(AuditFilter {
+                    user: Some(caller.user_id),
+                    limit,
+                })
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "object": "list", "data": events }),
+            ))
+        }
+        (Route::Me | Route::Providers | Route::Keys | Route::Key(_) | Route::Audit, _) => {
+            Err(ProxyError::MethodNotAllowed)
+        }
+        _ => Err(ProxyError::NotFound("Not available in this build.".into())),
+    }
+}
+
+pub(crate) fn key_error(e: keys::Error) -> ProxyError {
+    match e {
+        keys::Error::Invalid(providers::Invalid::UnknownProvider(p)) => {
+            ProxyError::UnknownProvider(format!(
+                "Unknown provider `{p}`. GET /api/providers lists the supported ones."
+            ))
+        }
+        keys::Error::Invalid(other) => ProxyError::InvalidRequest(other.to_string()),
+        keys::Error::Crypto(e) => {
+            tracing::error!(error = %e, "credential crypto failed");
+            ProxyError::Internal
+        }
+        keys::Error::Store(e) => e.into(),
+    }
+}

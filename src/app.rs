@@ -1,0 +1,245 @@
+//! `AppState` and the request pipeline. The steps, outermost first:
+//!
+//! 1. `server::run` accepts and hands each request to [`App::handle`].
+//! 2. Request id: `x-request-id` is propagated (if sane) or minted, and echoed on the response;
+//!    a tracing span carries it and the route label.
+//! 3. Router -> [`Route`]; operations routes (`/healthz`, `/readyz`) answer without auth.
+//! 4. Auth on every route outside the open allowlist: app token -> [`Caller`] (cached), or the
+//!    admin token (constant-time) on `/admin`. Failed app-token attempts are audited off the
+//!    request path.
+//! 5. Handler: bodies are read through a size limit (413), JSON is checked into typed requests,
+//!    and every error becomes the OpenAI envelope (Anthropic's on `/v1/messages*`).
+//! 6. One access log line per request: id, route, status, duration, user.
+
+use crate::auth::{AuthResult, Caller, TokenCache};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::http_util::{json_response, Body};
+use crate::keys::crypto::{MasterKey, Vault};
+use crate::router::{Access, Route};
+use crate::store::{AuditEntry, Store};
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// Everything a request may need, shared by all connections.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub vault: Vault,
+    pub tokens: TokenCache,
+}
+
+/// Per-request facts that handlers and audit events need.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub request_id: String,
+    pub remote: SocketAddr,
+}
+
+impl RequestCtx {
+    /// An audit entry for `action` by `actor` in this request.
+    pub fn audit(&self, action: &'static str, actor: Option<uuid::Uuid>) -> AuditEntry {
+        AuditEntry {
+            actor_user_id: actor,
+            action,
+            target: None,
+            detail: serde_json::Value::Object(Default::default()),
+            request_id: Some(self.request_id.clone()),
+            remote_addr: Some(self.remote.ip().to_string()),
+        }
+    }
+}
+
+/// Builds the vault from the configured keys, or from the development key file (created on
+/// first use with a loud warning).
+///
+/// # Errors
+/// The key file cannot be created or read.
+pub fn vault_from_config(config: &Config) -> Result<Vault, crate::keys::crypto::Error> {
+    let current = match &config.crypto.master_key {
+        Some(k) => k.clone(),
+        None => {
+            let (key, created) = MasterKey::load_or_create_file(&config.crypto.master_key_file)?;
+            tracing::warn!(
+                file = %config.crypto.master_key_file.display(),
+                created,
+                "NO MASTER KEY CONFIGURED: using a development key file. Production must set \
+                 BYOK_MASTER_KEY (base64 of 32 random bytes, e.g. `openssl rand -base64 32`); \
+                 anyone who can read this file can decrypt every stored provider key"
+            );
+            key
+        }
+    };
+    Ok(Vault::new(current, config.crypto.old_keys.clone()))
+}
+
+impl AppState {
+    /// Connects the store, applies migrations and opens the vault.
+    ///
+    /// # Errors
+    /// The database is unreachable or a migration fails, or the master key cannot be loaded.
+    pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
+        let vault = vault_from_config(&config)?;
+        let store = Store::connect(&config.database.url, config.database.pool_size).await?;
+        let applied = store.migrate().await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, backend = store.backend(), "applied migrations");
+        }
+        Ok(Arc::new(AppState {
+            config: Arc::new(config),
+            store,
+            vault,
+            tokens: TokenCache::default(),
+        }))
+    }
+
+    /// Serves one request; never fails (errors become responses).
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let route = Route::parse(req.uri().path());
+        let label = route.label();
+        let anthropic = route.anthropic_errors();
+        let method = req.method().clone();
+        let ctx = RequestCtx {
+            request_id: request_id.clone(),
+            remote,
+        };
+        let span = tracing::info_span!("request", id = %request_id, route = label);
+        let (result, user) = self.dispatch(route, req, ctx).instrument(span).await;
+        let mut resp = result.unwrap_or_else(|e| e.to_response(anthropic));
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        let error = resp
+            .extensions()
+            .get::<crate::error::ErrorKind>()
+            .map(|k| k.0);
+        tracing::info!(
+            target: "byok_proxy::access",
+            request_id = %request_id,
+            %method,
+            route = label,
+            status = resp.status().as_u16(),
+            user = user.map(|u| u.to_string()).unwrap_or_default(),
+            error = error.unwrap_or(""),
+            duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+        resp
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        route: Route,
+        req: Request<Incoming>,
+        ctx: RequestCtx,
+    ) -> (Result<Response<Body>, ProxyError>, Option<uuid::Uuid>) {
+        match route.access() {
+            Access::Open => (self.open_route(route).await, None),
+            Access::Admin => {
+                let ok = self
+                    .config
+                    .admin_token
+                    .as_ref()
+                    .is_some_and(|t| crate::auth::admin_token_matches(req.headers(), t));
+                if !ok {
+                    return (Err(ProxyError::InvalidAdminToken), None);
+                }
+                (crate::admin::handle(self, route, req, &ctx).await, None)
+            }
+            Access::App => match self.authenticate(&req, &ctx).await {
+                Ok(caller) => {
+                    let user = caller.user_id;
+                    (self.app_route(route, req, &ctx, caller).await, Some(user))
+                }
+                Err(e) => (Err(e), None),
+            },
+        }
+    }
+
+    async fn open_route(&self, route: Route) -> Result<Response<Body>, ProxyError> {
+        match route {
+            Route::Healthz => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok"}),
+            )),
+            Route::Readyz => match self.store.ping().await {
+                Ok(()) => Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ready", "store": self.store.backend()}),
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness check failed");
+                    Ok(json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &serde_json::json!({"status": "not ready", "store": "unreachable"}),
+                    ))
+                }
+            },
+            Route::NotFound => Err(ProxyError::NotFound(
+                "Unknown route. The API lives under /v1, /api and /admin.".into(),
+            )),
+            _ => Err(ProxyError::NotFound("Not available in this build.".into())),
+        }
+    }
+
+    /// Resolves the app token into a [`Caller`].
+    async fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &RequestCtx,
+    ) -> Result<Caller, ProxyError> {
+        let Some(token) = crate::auth::extract_token(req.headers()) else {
+            return Err(ProxyError::InvalidApiKey);
+        };
+        let result = self.tokens.authenticate(&self.store, &token).await?;
+        match result {
+            AuthResult::Valid(caller) => Ok(caller),
+            other => {
+                let actor = match &other {
+                    AuthResult::Disabled(u) | AuthResult::Revoked(u) | AuthResult::Expired(u) => {
+                        Some(*u)
+                    }
+                    _ => None,
+                };
+                let mut entry = ctx.audit("auth.failed", actor);
+                entry.detail = serde_json::json!({ "reason": other.reason() });
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.append_audit(entry).await {
+                        tracing::warn!(error = %e, "could not record auth.failed");
+                    }
+                });
+                Err(match other {
+                    AuthResult::Disabled(_) => ProxyError::UserDisabled,
+                    _ => ProxyError::InvalidApiKey,
+                })
+            }
+        }
+    }
+
+    async fn app_route(
+        self: &Arc<Self>,
+        route: Route,
+        req: Request<Incoming>,
+        ctx: &RequestCtx,
+        caller: Caller,
+    ) -> Result<Response<Body>, ProxyError> {
+        crate::api::handle(self, route, req, ctx, &caller).await
+    }
+}

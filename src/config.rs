@@ -1,0 +1,582 @@
+//! Configuration: built-in defaults, then the TOML file, then `BYOK_SECTION__KEY` environment
+//! overrides (plus the well-known `BYOK_MASTER_KEY`, `BYOK_ADMIN_TOKEN`, `AI_GATEWAY_API_KEY`).
+//!
+//! [`Config::load`] returns checked types (durations are `Duration`, the database URL is parsed,
+//! the master key is exactly 32 bytes) so nothing downstream re-validates. `serve`, `migrate`,
+//! the CLI and `check-config` all go through it. Errors name the setting, what is wrong and,
+//! when an environment variable set it, which one.
+
+use crate::keys::crypto::MasterKey;
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The values used when neither the file nor the environment says otherwise. Kept as TOML so the
+/// environment layer can read the type a setting expects.
+const DEFAULTS: &str = r#"
+listen = "127.0.0.1:8080"
+public_base_url = "http://127.0.0.1:8080"
+shutdown_timeout = "30s"
+
+[database]
+url = "sqlite://./data/byok.db"
+pool_size = 16
+
+[crypto]
+master_key_file = "./data/master.key"
+old_keys = []
+
+[upstream]
+mode = "gateway"
+connect_timeout = "10s"
+first_byte_timeout = "120s"
+idle_timeout = "300s"
+
+[upstream.gateway]
+base_url = "https://ai-gateway.vercel.sh/v1"
+
+[upstream.direct]
+
+[limits]
+max_body_bytes = 10485760
+requests_per_minute = 600
+burst = 60
+max_concurrent_requests = 32
+max_in_flight = 4096
+
+[models]
+catalog_ttl = "5m"
+
+[models.aliases]
+
+[models.serving_providers]
+
+[models.test_models]
+
+[admin]
+
+[metrics]
+enabled = true
+
+[ui]
+enabled = true
+
+[log]
+format = "text"
+level = "info"
+"#;
+
+/// Where configuration values come from besides the file: a snapshot of the environment.
+/// Tests pass their own map; nothing here calls `std::env::set_var`.
+pub type EnvMap = BTreeMap<String, String>;
+
+/// The whole checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_base_url: String,
+    /// How long `serve` waits for in-flight requests after SIGTERM before it exits anyway.
+    pub shutdown_timeout: Duration,
+    pub database: DatabaseConfig,
+    pub crypto: CryptoConfig,
+    pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
+    pub models: ModelsConfig,
+    /// Operator token for `/admin`; `None` disables the operator API.
+    pub admin_token: Option<Secret<String>>,
+    pub metrics_enabled: bool,
+    pub ui_enabled: bool,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CryptoConfig {
+    /// The current key; `None` means the development key file is used (and created if missing).
+    pub master_key: Option<MasterKey>,
+    /// Previous keys, still accepted for opening until `key rotate` has re-sealed every row.
+    pub old_keys: Vec<MasterKey>,
+    pub master_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamMode {
+    Gateway,
+    Direct,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub mode: UpstreamMode,
+    pub gateway_base_url: String,
+    pub gateway_api_key: Option<Secret<String>>,
+    /// provider -> its own OpenAI-compatible base URL, for `direct` mode.
+    pub direct: BTreeMap<String, String>,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub requests_per_minute: u32,
+    pub burst: u32,
+    pub max_concurrent_requests: u32,
+    pub max_in_flight: usize,
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelsConfig {
+    pub aliases: BTreeMap<String, String>,
+    pub catalog_ttl: Duration,
+    pub serving_providers: BTreeMap<String, Vec<String>>,
+    /// provider -> model used by `POST /api/keys/{id}/test` in gateway mode.
+    pub test_models: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// A configuration problem, with the setting it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("setting `{key}`{origin}: {message}")]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+}
+
+// === raw (unchecked) shapes, as written in TOML ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: String,
+    public_base_url: String,
+    shutdown_timeout: String,
+    database: RawDatabase,
+    crypto: RawCrypto,
+    upstream: RawUpstream,
+    limits: RawLimits,
+    models: RawModels,
+    admin: RawAdmin,
+    metrics: RawEnabled,
+    ui: RawEnabled,
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+    pool_size: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrypto {
+    master_key: Option<Secret<String>>,
+    old_keys: Vec<Secret<String>>,
+    master_key_file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    mode: UpstreamMode,
+    connect_timeout: String,
+    first_byte_timeout: String,
+    idle_timeout: String,
+    gateway: RawGateway,
+    direct: BTreeMap<String, RawDirect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    base_url: String,
+    api_key: Option<Secret<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirect {
+    base_url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: usize,
+    requests_per_minute: u32,
+    burst: u32,
+    max_concurrent_requests: u32,
+    max_in_flight: usize,
+    redis_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    aliases: BTreeMap<String, String>,
+    catalog_ttl: String,
+    serving_providers: BTreeMap<String, Vec<String>>,
+    test_models: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: Option<Secret<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnabled {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: LogFormat,
+    level: String,
+}
+
+/// Top-level settings, overridable as `BYOK_<KEY>`.
+const TOP_LEVEL: &[&str] = &["listen", "public_base_url", "shutdown_timeout"];
+
+/// Environment variables with a fixed name, mapped to their setting.
+const NAMED_ENV: &[(&str, &str)] = &[
+    ("BYOK_MASTER_KEY", "crypto.master_key"),
+    ("BYOK_ADMIN_TOKEN", "admin.token"),
+    ("AI_GATEWAY_API_KEY", "upstream.gateway.api_key"),
+];
+
+// === impl Config ===
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then overrides from `env`.
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed, an unknown setting, or a value of the wrong type or
+    /// range; the error names the setting and, for an environment override, the variable.
+    pub fn load(file: Option<&Path>, env: &EnvMap) -> Result<Config, Error> {
+        let mut table: toml::Table =
+            DEFAULTS
+                .parse()
+                .map_err(|e: toml::de::Error| Error::Syntax {
+                    path: PathBuf::from("<defaults>"),
+                    message: e.to_string(),
+                })?;
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file_table: toml::Table =
+                text.parse().map_err(|e: toml::de::Error| Error::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
+            merge(&mut table, file_table);
+        }
+        for (var, value) in env {
+            let key = if let Some((_, key)) = NAMED_ENV.iter().find(|(name, _)| name == var) {
+                key.to_string()
+            } else if let Some(rest) = var.strip_prefix("BYOK_") {
+                if !rest.contains("__") {
+                    // Top-level settings have no section: BYOK_LISTEN, BYOK_PUBLIC_BASE_URL, ...
+                    let key = rest.to_ascii_lowercase();
+                    if !TOP_LEVEL.contains(&key.as_str()) {
+                        continue;
+                    }
+                }
+                rest.split("__")
+                    .map(str::to_ascii_lowercase)
+                    .collect::<Vec<_>>()
+                    .join(".")
+            } else {
+                continue;
+            };
+            set_path(&mut table, &key, value).map_err(|message| Error::Invalid {
+                key: key.clone(),
+                origin: format!(" (from {var})"),
+                message,
+            })?;
+            origins.insert(key, var.clone());
+        }
+        let origin_of = |key: &str| -> String {
+            origins
+                .iter()
+                .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+                .map(|(_, v)| format!(" (from {v})"))
+                .unwrap_or_default()
+        };
+        let raw: Raw = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let key = e.path().to_string();
+                Error::Invalid {
+                    origin: origin_of(&key),
+                    message: e.into_inner().message().to_string(),
+                    key,
+                }
+            },
+        )?;
+        Config::check(raw).map_err(|(key, message)| Error::Invalid {
+            origin: origin_of(key),
+            key: key.to_string(),
+            message,
+        })
+    }
+
+    fn check(raw: Raw) -> Result<Config, (&'static str, String)> {
+        let listen = raw.listen.parse().map_err(|_| {
+            (
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", raw.listen),
+            )
+        })?;
+        let url = parse_database_url(&raw.database.url).map_err(|m| ("database.url", m))?;
+        if raw.database.pool_size == 0 {
+            return Err(("database.pool_size", "must be at least 1".into()));
+        }
+        let master_key = raw
+            .crypto
+            .master_key
+            .as_ref()
+            .map(|k| MasterKey::from_base64(k.expose()))
+            .transpose()
+            .map_err(|e| ("crypto.master_key", e.to_string()))?;
+        let old_keys = raw
+            .crypto
+            .old_keys
+            .iter()
+            .map(|k| MasterKey::from_base64(k.expose()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ("crypto.old_keys", e.to_string()))?;
+        for (provider, p) in &raw.upstream.direct {
+            check_http_url(&p.base_url)
+                .map_err(|m| ("upstream.direct", format!("{provider}: {m}")))?;
+        }
+        check_http_url(&raw.upstream.gateway.base_url)
+            .map_err(|m| ("upstream.gateway.base_url", m))?;
+        if raw.limits.max_body_bytes == 0 {
+            return Err(("limits.max_body_bytes", "must be at least 1".into()));
+        }
+        if raw.limits.requests_per_minute == 0 {
+            return Err(("limits.requests_per_minute", "must be at least 1".into()));
+        }
+        if raw.limits.burst == 0 {
+            return Err(("limits.burst", "must be at least 1".into()));
+        }
+        if raw.limits.max_concurrent_requests == 0 {
+            return Err((
+                "limits.max_concurrent_requests",
+                "must be at least 1".into(),
+            ));
+        }
+        if raw.limits.max_in_flight == 0 {
+            return Err(("limits.max_in_flight", "must be at least 1".into()));
+        }
+        for (alias, target) in &raw.models.aliases {
+            if !target.contains('/') {
+                return Err((
+                    "models.aliases",
+                    format!("alias `{alias}` must map to a `provider/model` id, not `{target}`"),
+                ));
+            }
+        }
+        Ok(Config {
+            listen,
+            public_base_url: raw.public_base_url,
+            shutdown_timeout: duration(&raw.shutdown_timeout)
+                .map_err(|m| ("shutdown_timeout", m))?,
+            database: DatabaseConfig {
+                url,
+                pool_size: raw.database.pool_size,
+            },
+            crypto: CryptoConfig {
+                master_key,
+                old_keys,
+                master_key_file: raw.crypto.master_key_file,
+            },
+            upstream: UpstreamConfig {
+                mode: raw.upstream.mode,
+                gateway_base_url: raw
+                    .upstream
+                    .gateway
+                    .base_url
+                    .trim_end_matches('/')
+                    .to_string(),
+                gateway_api_key: raw.upstream.gateway.api_key,
+                direct: raw
+                    .upstream
+                    .direct
+                    .into_iter()
+                    .map(|(k, v)| (k, v.base_url.trim_end_matches('/').to_string()))
+                    .collect(),
+                connect_timeout: duration(&raw.upstream.connect_timeout)
+                    .map_err(|m| ("upstream.connect_timeout", m))?,
+                first_byte_timeout: duration(&raw.upstream.first_byte_timeout)
+                    .map_err(|m| ("upstream.first_byte_timeout", m))?,
+                idle_timeout: duration(&raw.upstream.idle_timeout)
+                    .map_err(|m| ("upstream.idle_timeout", m))?,
+            },
+            limits: LimitsConfig {
+                max_body_bytes: raw.limits.max_body_bytes,
+                requests_per_minute: raw.limits.requests_per_minute,
+                burst: raw.limits.burst,
+                max_concurrent_requests: raw.limits.max_concurrent_requests,
+                max_in_flight: raw.limits.max_in_flight,
+                redis_url: raw.limits.redis_url,
+            },
+            models: ModelsConfig {
+                aliases: raw.models.aliases,
+                catalog_ttl: duration(&raw.models.catalog_ttl)
+                    .map_err(|m| ("models.catalog_ttl", m))?,
+                serving_providers: raw.models.serving_providers,
+                test_models: raw.models.test_models,
+            },
+            admin_token: raw.admin.token.filter(|t| !t.expose().is_empty()),
+            metrics_enabled: raw.metrics.enabled,
+            ui_enabled: raw.ui.enabled,
+            log: LogConfig {
+                format: raw.log.format,
+                level: raw.log.level,
+            },
+        })
+    }
+
+    /// The configuration with defaults only, for tests and tools.
+    ///
+    /// # Errors
+    /// Never in practice: the defaults are checked by a unit test.
+    pub fn defaults() -> Result<Config, Error> {
+        Config::load(None, &EnvMap::new())
+    }
+}
+
+/// Parses a duration written like `"10s"`, `"500ms"` or `"90d"`.
+///
+/// # Errors
+/// The text is not a duration.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration like \"10s\" or \"500ms\" ({e})"))
+}
+
+fn parse_database_url(url: &str) -> Result<DatabaseUrl, String> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err("sqlite URL needs a file path, like sqlite://./data/byok.db".into());
+        }
+        Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(DatabaseUrl::Postgres(url.to_string()))
+    } else {
+        Err("must start with sqlite:// or postgres://".into())
+    }
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    match url.parse::<http::Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("http") | Some("https")) && uri.host().is_some() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("`{url}` is not an http(s) URL")),
+    }
+}
+
+/// Deep-merges `over` into `base`: tables merge, everything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+/// Sets `dotted.key` to the environment value `raw`, typed like the value already there.
+fn set_path(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), String> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().ok_or("empty setting name")?;
+    let mut cur = table;
+    for part in parts {
+        let next = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match next {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("`{part}` is not a section")),
+        };
+    }
+    let value = match cur.get(last) {
+        Some(toml::Value::String(_)) | None if !raw.starts_with('[') && !raw.starts_with('{') => {
+            toml::Value::String(raw.to_string())
+        }
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not a whole number"))?,
+        ),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not true or false"))?,
+        ),
+        _ => {
+            let doc: toml::Table = format!("v = {raw}")
+                .parse()
+                .map_err(|_| format!("`{raw}` is not a TOML value"))?;
+            doc.get("v").cloned().ok_or("empty value")?
+        }
+    };
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> EnvMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_are_valid() {
+    let c = Config::defaults().unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.database.url, DatabaseUrl::Sqlite("./data/byok.db".into()));
+    assert_eq!(c.upstream.mode, UpstreamMode::Gateway);
+    assert_eq!(
+        c.upstream.gateway_base_url,
+        "https://ai-gateway.vercel.sh/v1"
+    );
+    assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+    assert!(c.crypto.master_key.is_none());
+}
+
+#[test]
+fn shipped_example_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/byok-proxy.toml");
+    Config::load(Some(&path), &EnvMap::new()).unwrap();
+}
+
+#[test]
+fn env_overrides_file_and_defaults() {
+    let c = Config::load(
+        None,
+        &env(&[
+            ("BYOK_LIMITS__BURST", "7"),
+            ("BYOK_UPSTREAM__FIRST_BYTE_TIMEOUT", "500ms"),
+            ("BYOK_DATABASE__URL", "postgres://u@127.0.0.1/db"),
+            ("BYOK_ADMIN_TOKEN", "12345"),
+            ("BYOK_METRICS__ENABLED", "false"),
+            ("BYOK_LISTEN", "127.0.0.1:9000"),
+            ("BYOK_TEST_DATABASE_URL", "ignored: no section separator"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.limits.burst, 7);
+    assert_eq!(c.upstream.first_byte_timeout, Duration::from_millis(500));
+    assert_eq!(
+        c.database.url,
+        DatabaseUrl::Postgres("postgres://u@127.0.0.1/db".into())
+    );
+    assert_eq!(c.admin_token.unwrap().expose(), "12345");
+    assert!(!c.metrics_enabled);
+    assert_eq!(c.listen.port(), 9000);
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_name() {
+    let e = Config::load(None, &env(&[("BYOK_LIMITS__BRUST", "7")])).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("brust"), "{msg}");
+    assert!(msg.contains("BYOK_LIMITS__BRUST"), "{msg}");
+}
+
+#[test]
+fn bad_values_name_the_setting() {
+    let e = Config::load(None, &env(&[("BYOK_LIMITS__BURST", "many")])).unwrap_err();
+    assert!(e.to_string().contains("limits.burst"), "{e}");
+    let e = Config::load(None, &env(&[("BYOK_UPSTREAM__IDLE_TIMEOUT", "soon")])).unwrap_err();
+    assert!(e.to_string().contains("upstream.idle_timeout"), "{e}");
+    let e = Config::load(None, &env(&[("BYOK_DATABASE__URL", "mysql://x")])).unwrap_err();
+    assert!(e.to_string().contains("database.url"), "{e}");
+}
+
+#[test]
+fn short_master_key_is_refused_without_echoing_it() {
+    let e = Config::load(None, &env(&[("BYOK_MASTER_KEY", "c2hvcnQta2V5")])).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("crypto.master_key"), "{msg}");
+    assert!(msg.contains("32 bytes"), "{msg}");
+    assert!(!msg.contains("c2hvcnQta2V5"), "{msg}");
+}
+
+#[test]
+fn file_layer_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:9999\"\n[models.aliases]\n\"gpt-4o\" = \"openai/gpt-4o\"\n",
+    )
+    .unwrap();
+    let c = Config::load(Some(&path), &EnvMap::new()).unwrap();
+    assert_eq!(c.listen.port(), 9999);
+    assert_eq!(c.models.aliases["gpt-4o"], "openai/gpt-4o");
+    std::fs::write(&path, "[models.aliases]\n\"gpt-4o\" = \"gpt-4o\"\n").unwrap();
+    assert!(Config::load(Some(&path), &EnvMap::new()).is_err());
+}

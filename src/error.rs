@@ -1,0 +1,209 @@
+//! `ProxyError`: the one edge error type, one variant per row of SPEC §5 plus the few the
+//! management API adds. `status()`, `code()` and `kind()` are exhaustive, so a new variant forces
+//! a decision. The client gets the OpenAI envelope (or Anthropic's shape on `/v1/messages*`) with
+//! a message saying what to do; detail goes to the log with the request id, never to the client.
+
+use crate::http_util::{json_response, Body};
+use http::{HeaderValue, Response, StatusCode};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("Missing, unknown, expired or revoked API token. Send a byok-proxy app token as `Authorization: Bearer bkp_...`.")]
+    InvalidApiKey,
+    #[error(
+        "The operator API needs `Authorization: Bearer <admin token>` matching BYOK_ADMIN_TOKEN."
+    )]
+    InvalidAdminToken,
+    #[error("This user is disabled. Ask your byok-proxy operator to re-enable it.")]
+    UserDisabled,
+    #[error("You have no active key for provider `{provider}`. Add one with POST /api/keys or in the web UI under Providers.")]
+    NoProviderKey { provider: String },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    UnknownProvider(String),
+    #[error("Request body is larger than the {limit}-byte limit (limits.max_body_bytes).")]
+    RequestTooLarge { limit: usize },
+    #[error("Rate limit exceeded: {limit} requests. Retry after {retry_after:?}.")]
+    RateLimited {
+        limit: u32,
+        remaining: u32,
+        retry_after: Duration,
+    },
+    #[error("byok-proxy is overloaded. Retry shortly.")]
+    Overloaded,
+    #[error(
+        "The upstream could not be reached. Retry shortly; if it persists, tell your operator."
+    )]
+    UpstreamUnavailable,
+    #[error("The upstream did not start answering within {0:?}.")]
+    UpstreamTimeout(Duration),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Method not allowed on this route.")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("The database is unavailable. Retry shortly.")]
+    StoreUnavailable,
+    #[error("Internal error. The request id identifies it in the proxy's log.")]
+    Internal,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => StatusCode::UNAUTHORIZED,
+            ProxyError::UserDisabled | ProxyError::NoProviderKey { .. } => StatusCode::FORBIDDEN,
+            ProxyError::InvalidRequest(_) | ProxyError::UnknownProvider(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Overloaded | ProxyError::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Conflict(_) => StatusCode::CONFLICT,
+            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable `code` of the envelope.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "invalid_api_key",
+            ProxyError::UserDisabled => "user_disabled",
+            ProxyError::NoProviderKey { .. } => "no_provider_key",
+            ProxyError::InvalidRequest(_) => "invalid_request",
+            ProxyError::UnknownProvider(_) => "unknown_provider",
+            ProxyError::RequestTooLarge { .. } => "request_too_large",
+            ProxyError::RateLimited { .. } => "rate_limit_exceeded",
+            ProxyError::Overloaded => "overloaded",
+            ProxyError::UpstreamUnavailable => "upstream_unavailable",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::NotFound(_) => "not_found",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::Conflict(_) => "conflict",
+            ProxyError::StoreUnavailable => "store_unavailable",
+            ProxyError::Internal => "internal_error",
+        }
+    }
+
+    /// The OpenAI `type` of the envelope.
+    fn openai_type(&self) -> &'static str {
+        match self {
+            ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "authentication_error",
+            ProxyError::UserDisabled | ProxyError::NoProviderKey { .. } => "permission_error",
+            ProxyError::InvalidRequest(_)
+            | ProxyError::UnknownProvider(_)
+            | ProxyError::RequestTooLarge { .. }
+            | ProxyError::NotFound(_)
+            | ProxyError::MethodNotAllowed
+            | ProxyError::Conflict(_) => "invalid_request_error",
+            ProxyError::RateLimited { .. } => "rate_limit_error",
+            ProxyError::Overloaded
+            | ProxyError::UpstreamUnavailable
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::StoreUnavailable
+            | ProxyError::Internal => "server_error",
+        }
+    }
+
+    /// Anthropic's error `type`, for `/v1/messages*`.
+    fn anthropic_type(&self) -> &'static str {
+        match self {
+            ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "authentication_error",
+            ProxyError::UserDisabled | ProxyError::NoProviderKey { .. } => "permission_error",
+            ProxyError::InvalidRequest(_)
+            | ProxyError::UnknownProvider(_)
+            | ProxyError::MethodNotAllowed
+            | ProxyError::Conflict(_) => "invalid_request_error",
+            ProxyError::RequestTooLarge { .. } => "request_too_large",
+            ProxyError::NotFound(_) => "not_found_error",
+            ProxyError::RateLimited { .. } => "rate_limit_error",
+            ProxyError::Overloaded => "overloaded_error",
+            ProxyError::UpstreamUnavailable
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::StoreUnavailable
+            | ProxyError::Internal => "api_error",
+        }
+    }
+
+    /// A short label for metrics and logs (low cardinality).
+    pub fn kind(&self) -> &'static str {
+        self.code()
+    }
+
+    /// The response in the OpenAI envelope (or Anthropic's shape when `anthropic` is set).
+    pub fn to_response(&self, anthropic: bool) -> Response<Body> {
+        let body = if anthropic {
+            serde_json::json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": self.to_string() }
+            })
+        } else {
+            serde_json::json!({
+                "error": {
+                    "message": self.to_string(),
+                    "type": self.openai_type(),
+                    "param": null,
+                    "code": self.code(),
+                }
+            })
+        };
+        let mut resp = json_response(self.status(), &body);
+        let headers = resp.headers_mut();
+        match self {
+            ProxyError::RateLimited {
+                limit,
+                remaining,
+                retry_after,
+            } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                headers.insert("retry-after", HeaderValue::from(secs));
+                headers.insert("x-ratelimit-limit-requests", HeaderValue::from(*limit));
+                headers.insert(
+                    "x-ratelimit-remaining-requests",
+                    HeaderValue::from(*remaining),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("{}ms", retry_after.as_millis())) {
+                    headers.insert("x-ratelimit-reset-requests", v);
+                }
+            }
+            ProxyError::Overloaded | ProxyError::StoreUnavailable => {
+                headers.insert("retry-after", HeaderValue::from_static("1"));
+            }
+            ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => {
+                headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp.extensions_mut().insert(ErrorKind(self.kind()));
+        resp
+    }
+}
+
+/// Rides in response extensions so the metrics/log layer can label the error.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
+
+impl From<crate::store::Error> for ProxyError {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                ProxyError::StoreUnavailable
+            }
+            crate::store::Error::Conflict(detail) => ProxyError::Conflict(detail),
+            other => {
+                tracing::error!(error = %other, "store error");
+                ProxyError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! byok-proxy: a self-hosted, OpenAI-compatible LLM proxy that sends each user's requests
+//! upstream with *their own* provider credentials (BYOK), stored AES-256-GCM encrypted.
+//!
+//! # Layout
+//!
+//! - [`cli`]: clap types; [`cli::commands`] runs each subcommand.
+//! - [`config`]: defaults -> TOML file -> `BYOK_SECTION__KEY` env, checked into [`config::Config`].
+//! - [`server`]: accept loop on a bound listener, HTTP/1.1 + HTTP/2, graceful drain.
+//! - [`app`]: `AppState` and the request pipeline (request id, route, auth, handler, access log).
+//! - [`router`]: path -> [`router::Route`], the metrics label and who may call it.
+//! - [`auth`]: app tokens -> SHA-256 -> cached lookup -> [`auth::Caller`]; the admin token.
+//! - [`accounts`]: users and app tokens (minting, expiry).
+//! - [`keys`]: provider credentials: [`keys::providers`] (shapes, validation, masking),
+//!   [`keys::crypto`] (master keys, AES-256-GCM seal/open with row-bound AAD), rotation.
+//! - [`store`]: the persistence enum over [`store::sqlite`] and [`store::postgres`].
+//! - [`api`]: self-service `/api`; [`admin`]: operator `/admin`.
+//! - [`error`]: `ProxyError`, the OpenAI (or Anthropic) error envelope.
+//! - [`secret`]: `Secret<T>`, redacted and zeroized.
+//!
+//! # How a request flows
+//!
+//! `server::run` accepts -> `AppState::handle` assigns the request id and route -> auth (app
+//! token or admin token; `/healthz`, `/readyz` are open) -> the route's handler, which reads
+//! the body under a limit and answers JSON or an error envelope -> one access log line.
+
+pub mod accounts;
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http_util;
+pub mod keys;
+pub mod router;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod telemetry;

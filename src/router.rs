@@ -1,0 +1,162 @@
+//! Path -> [`Route`]. Each route has a low-cardinality label (its template) for metrics and
+//! logs, and says whether it needs an app token, the admin token, or nothing.
+
+/// Every route byok-proxy serves. Path parameters are kept as text; handlers parse them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    Ui(String),
+    // OpenAI/Anthropic-compatible proxy routes
+    ChatCompletions,
+    Embeddings,
+    Responses,
+    Messages,
+    CountTokens,
+    Models,
+    Model(String),
+    // self-service
+    Me,
+    Providers,
+    ProvidersHealth,
+    Keys,
+    Key(String),
+    KeyTest(String),
+    Usage,
+    Audit,
+    // operator
+    AdminUsers,
+    AdminUser(String),
+    AdminUserTokens(String),
+    AdminToken(String),
+    AdminAudit,
+    NotFound,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The unauthenticated allowlist: operations routes and the UI's static files.
+    Open,
+    App,
+    Admin,
+}
+
+impl Route {
+    pub fn parse(path: &str) -> Route {
+        let path = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segs.as_slice() {
+            ["healthz"] => Route::Healthz,
+            ["readyz"] => Route::Readyz,
+            ["metrics"] => Route::Metrics,
+            ["openapi.json"] => Route::OpenApi,
+            ["ui", rest @ ..] => Route::Ui(rest.join("/")),
+            ["v1", "chat", "completions"] => Route::ChatCompletions,
+            ["v1", "embeddings"] => Route::Embeddings,
+            ["v1", "responses"] => Route::Responses,
+            ["v1", "messages"] => Route::Messages,
+            ["v1", "messages", "count_tokens"] => Route::CountTokens,
+            ["v1", "models"] => Route::Models,
+            ["v1", "models", rest @ ..] if !rest.is_empty() => Route::Model(rest.join("/")),
+            ["api", "me"] => Route::Me,
+            ["api", "providers"] => Route::Providers,
+            ["api", "providers", "health"] => Route::ProvidersHealth,
+            ["api", "keys"] => Route::Keys,
+            ["api", "keys", id] => Route::Key(id.to_string()),
+            ["api", "keys", id, "test"] => Route::KeyTest(id.to_string()),
+            ["api", "usage"] => Route::Usage,
+            ["api", "audit"] => Route::Audit,
+            ["admin", "users"] => Route::AdminUsers,
+            ["admin", "users", id] => Route::AdminUser(id.to_string()),
+            ["admin", "users", id, "tokens"] => Route::AdminUserTokens(id.to_string()),
+            ["admin", "tokens", id] => Route::AdminToken(id.to_string()),
+            ["admin", "audit"] => Route::AdminAudit,
+            [""] => Route::Ui(String::new()),
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The route template, used as the metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
+            Route::Ui(_) => "/ui",
+            Route::ChatCompletions => "/v1/chat/completions",
+            Route::Embeddings => "/v1/embeddings",
+            Route::Responses => "/v1/responses",
+            Route::Messages => "/v1/messages",
+            Route::CountTokens => "/v1/messages/count_tokens",
+            Route::Models => "/v1/models",
+            Route::Model(_) => "/v1/models/{id}",
+            Route::Me => "/api/me",
+            Route::Providers => "/api/providers",
+            Route::ProvidersHealth => "/api/providers/health",
+            Route::Keys => "/api/keys",
+            Route::Key(_) => "/api/keys/{id}",
+            Route::KeyTest(_) => "/api/keys/{id}/test",
+            Route::Usage => "/api/usage",
+            Route::Audit => "/api/audit",
+            Route::AdminUsers => "/admin/users",
+            Route::AdminUser(_) => "/admin/users/{id}",
+            Route::AdminUserTokens(_) => "/admin/users/{id}/tokens",
+            Route::AdminToken(_) => "/admin/tokens/{id}",
+            Route::AdminAudit => "/admin/audit",
+            Route::NotFound => "unknown",
+        }
+    }
+
+    pub fn access(&self) -> Access {
+        match self {
+            Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::OpenApi
+            | Route::Ui(_)
+            | Route::NotFound => Access::Open,
+            Route::AdminUsers
+            | Route::AdminUser(_)
+            | Route::AdminUserTokens(_)
+            | Route::AdminToken(_)
+            | Route::AdminAudit => Access::Admin,
+            _ => Access::App,
+        }
+    }
+
+    /// Errors on the Anthropic routes use Anthropic's shape.
+    pub fn anthropic_errors(&self) -> bool {
+        matches!(self, Route::Messages | Route::CountTokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_templates() {
+        assert_eq!(
+            Route::parse("/v1/models/openai/gpt-4o"),
+            Route::Model("openai/gpt-4o".into())
+        );
+        assert_eq!(
+            Route::parse("/api/keys/abc/test"),
+            Route::KeyTest("abc".into())
+        );
+        assert_eq!(Route::parse("/api/keys/"), Route::Keys);
+        assert_eq!(Route::parse("/nope"), Route::NotFound);
+        assert_eq!(
+            Route::parse("/admin/users/x/tokens").access(),
+            Access::Admin
+        );
+        assert_eq!(Route::parse("/healthz").access(), Access::Open);
+    }
+}

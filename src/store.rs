@@ -1,0 +1,359 @@
+//! Store: the one persistence interface, an enum over the two real backends —
+//! [`sqlite`] (embedded default, rusqlite on blocking threads) and [`postgres`]
+//! (tokio-postgres + deadpool). Every mutation that is audited writes its audit row in the same
+//! transaction, so a failed request leaves neither the change nor a misleading audit event.
+//!
+//! The types here are plain data; sealing and opening credentials happens in `keys`.
+
+pub mod postgres;
+pub mod sqlite;
+
+use crate::config::DatabaseUrl;
+use crate::keys::crypto::Sealed;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// The migrations, in order, as `(version, sql)` for each backend.
+pub const SQLITE_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+pub const POSTGRES_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database cannot be reached (or the pool is exhausted).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was broken (e.g. a user name that exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Data in the database does not have the expected shape.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Query(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+    pub email: Option<String>,
+    pub disabled: bool,
+    /// Per-user override of `limits.requests_per_minute`.
+    pub requests_per_minute: Option<u32>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AppToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: Option<String>,
+    /// The first characters of the token (`bkp_` + 4), enough to recognise it in a list.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: Option<String>,
+    pub prefix: String,
+    /// SHA-256 of the full token; the token itself is never stored.
+    pub hash: [u8; 32],
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A stored provider credential, still sealed.
+#[derive(Debug, Clone)]
+pub struct ProviderKey {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub provider: String,
+    pub sealed: Sealed,
+    pub label: Option<String>,
+    pub is_active: bool,
+    pub masked_hint: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct UserPatch {
+    pub disabled: Option<bool>,
+    /// `Some(None)` clears the override.
+    pub requests_per_minute: Option<Option<u32>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct KeyPatch {
+    /// `Some(None)` clears the label.
+    pub label: Option<Option<String>>,
+    pub is_active: Option<bool>,
+}
+
+/// An audit event to append. Never holds key or token material.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor_user_id: Option<Uuid>,
+    pub action: &'static str,
+    pub target: Option<String>,
+    pub detail: serde_json::Value,
+    pub request_id: Option<String>,
+    pub remote_addr: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor_user_id: Option<Uuid>,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: serde_json::Value,
+    pub request_id: Option<String>,
+    pub remote_addr: Option<String>,
+}
+
+/// Which audit events to list: all, or those of one user (as actor or as target).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditFilter {
+    pub user: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// The result of looking a token up by hash.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub token: AppToken,
+    pub user: User,
+}
+
+/// A re-sealed credential for `key rotate`: written only if the row still has `old_version`.
+pub struct Reseal {
+    pub id: Uuid,
+    pub old_version: u32,
+    pub sealed: Sealed,
+}
+
+/// The persistence layer; cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database named by `url` (creating a SQLite file and its folder if needed).
+    /// Does not migrate.
+    ///
+    /// # Errors
+    /// The database cannot be opened or reached.
+    pub async fn connect(url: &DatabaseUrl, pool_size: usize) -> Result<Store> {
+        Ok(match url {
+            DatabaseUrl::Sqlite(path) => Store::Sqlite(sqlite::SqliteStore::open(path).await?),
+            DatabaseUrl::Postgres(url) => {
+                Store::Postgres(postgres::PgStore::connect(url, pool_size).await?)
+            }
+        })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        dispatch!(self, _s => match self { Store::Sqlite(_) => "sqlite", Store::Postgres(_) => "postgres" })
+    }
+
+    /// Applies pending migrations; safe to run twice and from two processes at once.
+    ///
+    /// # Errors
+    /// The database is unreachable or a migration fails (its transaction is rolled back).
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// # Errors
+    /// The database is unreachable.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    // === users ===
+
+    /// # Errors
+    /// `Conflict` if the name is taken.
+    pub async fn create_user(
+        &self,
+        name: &str,
+        email: Option<&str>,
+        audit: AuditEntry,
+    ) -> Result<User> {
+        let user = User {
+            id: Uuid::new_v4(),
+            name: name.to_string(),
+            email: email.map(str::to_string),
+            disabled: false,
+            requests_per_minute: None,
+            created_at: now(),
+        };
+        dispatch!(self, s => s.create_user(user, audit).await)
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        dispatch!(self, s => s.list_users().await)
+    }
+
+    /// Finds a user by id or, failing that, by name.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn find_user(&self, id_or_name: &str) -> Result<Option<User>> {
+        dispatch!(self, s => s.find_user(id_or_name).await)
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn update_user(
+        &self,
+        id: Uuid,
+        patch: UserPatch,
+        audit: Option<AuditEntry>,
+    ) -> Result<Option<User>> {
+        dispatch!(self, s => s.update_user(id, patch, audit).await)
+    }
+
+    // === tokens ===
+
+    /// # Errors
+    /// Database failure.
+    pub async fn create_token(&self, token: NewToken, audit: AuditEntry) -> Result<AppToken> {
+        dispatch!(self, s => s.create_token(token, now(), audit).await)
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn list_tokens(&self, user_id: Uuid) -> Result<Vec<AppToken>> {
+        dispatch!(self, s => s.list_tokens(user_id).await)
+    }
+
+    /// Revokes a token (idempotent: an already revoked token keeps its first revocation time).
+    /// `None` if no such token.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn revoke_token(&self, id: Uuid, audit: AuditEntry) -> Result<Option<AppToken>> {
+        dispatch!(self, s => s.revoke_token(id, now(), audit).await)
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
+        dispatch!(self, s => s.token_by_hash(hash).await)
+    }
+
+    // === provider keys ===
+
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_key(&self, key: ProviderKey, audit: AuditEntry) -> Result<()> {
+        dispatch!(self, s => s.insert_key(key, audit).await)
+    }
+
+    /// The user's keys, newest first.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn list_keys(&self, user_id: Uuid) -> Result<Vec<ProviderKey>> {
+        dispatch!(self, s => s.list_keys(user_id).await)
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn get_key(&self, user_id: Uuid, id: Uuid) -> Result<Option<ProviderKey>> {
+        dispatch!(self, s => s.get_key(user_id, id).await)
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn update_key(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        patch: KeyPatch,
+        audit: AuditEntry,
+    ) -> Result<Option<ProviderKey>> {
+        dispatch!(self, s => s.update_key(user_id, id, patch, now(), audit).await)
+    }
+
+    /// `false` if the user has no such key.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn delete_key(&self, user_id: Uuid, id: Uuid, audit: AuditEntry) -> Result<bool> {
+        dispatch!(self, s => s.delete_key(user_id, id, audit).await)
+    }
+
+    /// Up to `limit` keys not sealed under `current_version`, ordered by id.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn keys_to_rotate(
+        &self,
+        current_version: u32,
+        limit: u32,
+    ) -> Result<Vec<ProviderKey>> {
+        dispatch!(self, s => s.keys_to_rotate(current_version, limit).await)
+    }
+
+    /// Writes a batch of re-sealed keys in one transaction; returns how many rows changed.
+    ///
+    /// # Errors
+    /// Database failure (the whole batch is rolled back).
+    pub async fn reseal_keys(&self, batch: Vec<Reseal>) -> Result<u64> {
+        dispatch!(self, s => s.reseal_keys(batch, now()).await)
+    }
+
+    // === audit ===
+
+    /// # Errors
+    /// Database failure.
+    pub async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
+        dispatch!(self, s => s.append_audit(entry, now()).await)
+    }
+
+    /// Newest first.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditEvent>> {
+        dispatch!(self, s => s.list_audit(filter).await)
+    }
+}
+
+/// Current time truncated to microseconds, the precision both backends keep.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// The `target` text of an audit event about a user.
+pub fn user_target(id: Uuid) -> String {
+    format!("user:{id}")
+}
