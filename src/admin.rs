@@ -120,7 +120,7 @@ pub async fn handle(
                 .update_user(target.id, patch, Some(audit))
                 .await?
                 .ok_or_else(user_not_found)?;
-            app.tokens.invalidate_user(target.id);
+            app.invalidate_user(target.id);
             Ok(json_response(StatusCode::OK, &updated))
         }
         (Route::AdminUserTokens(id), Method::GET) => {
@@ -166,7 +166,7 @@ pub async fn handle(
                 .revoke_token(id, audit)
                 .await?
                 .ok_or_else(token_not_found)?;
-            app.tokens.invalidate_user(token.user_id);
+            app.invalidate_user(token.user_id);
             let mut resp = Response::new(empty());
             *resp.status_mut() = StatusCode::NO_CONTENT;
             Ok(resp)

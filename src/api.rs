@@ -2,6 +2,8 @@
 //! provider keys and reads their own audit trail. A key id of another user answers 404, never
 //! 403, so ids cannot be probed.
 
+mod key_test;
+
 use crate::app::{AppState, RequestCtx};
 use crate::auth::Caller;
 use crate::error::ProxyError;
@@ -104,6 +106,7 @@ pub async fn handle(
             )
             .await
             .map_err(key_error)?;
+            app.keyring.invalidate(caller.user_id);
             Ok(json_response(StatusCode::CREATED, &KeyView::from(&key)))
         }
         (Route::Key(id), Method::PATCH) => {
@@ -126,6 +129,7 @@ pub async fn handle(
             .await
             .map_err(key_error)?
             .ok_or_else(key_not_found)?;
+            app.keyring.invalidate(caller.user_id);
             Ok(json_response(StatusCode::OK, &KeyView::from(&key)))
         }
         (Route::Key(id), Method::DELETE) => {
@@ -135,9 +139,34 @@ pub async fn handle(
             if !app.store.delete_key(caller.user_id, id, audit).await? {
                 return Err(key_not_found());
             }
+            app.keyring.invalidate(caller.user_id);
             let mut resp = Response::new(empty());
             *resp.status_mut() = StatusCode::NO_CONTENT;
             Ok(resp)
+        }
+        (Route::KeyTest(id), Method::POST) => {
+            let id = path_id(&id, key_not_found)?;
+            let row = app
+                .store
+                .get_key(caller.user_id, id)
+                .await?
+                .ok_or_else(key_not_found)?;
+            let cred = keys::open(&app.vault, &row)
+                .ok()
+                .and_then(|plain| crate::keys::ring::Credential::from_plaintext(&row, plain))
+                .ok_or_else(|| {
+                    tracing::error!(key_id = %id, "stored credential does not open");
+                    ProxyError::Internal
+                })?;
+            let outcome = key_test::run(app, &cred).await;
+            let mut audit = ctx.audit("key.tested", Some(caller.user_id));
+            audit.target = Some(format!("key:{id}"));
+            audit.detail =
+                json!({ "provider": row.provider, "ok": outcome.ok, "status": outcome.status });
+            if let Err(e) = app.store.append_audit(audit).await {
+                tracing::warn!(error = %e, "could not record key.tested");
+            }
+            Ok(json_response(StatusCode::OK, &outcome))
         }
         (Route::Audit, Method::GET) => {
             let limit = limit_param(&req);

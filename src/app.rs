@@ -16,8 +16,11 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::http_util::{json_response, Body};
 use crate::keys::crypto::{MasterKey, Vault};
+use crate::keys::ring::KeyRing;
+use crate::proxy::models::Catalog;
 use crate::router::{Access, Route};
 use crate::store::{AuditEntry, Store};
+use crate::upstream::Upstream;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -30,7 +33,14 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub vault: Vault,
+    /// Token hash -> caller, cached.
     pub tokens: TokenCache,
+    /// User -> decrypted active credentials, cached.
+    pub keyring: KeyRing,
+    /// The pooled upstream client.
+    pub upstream: Upstream,
+    /// The cached upstream model catalog.
+    pub catalog: Catalog,
 }
 
 /// Per-request facts that handlers and audit events need.
@@ -89,11 +99,16 @@ impl AppState {
         if !applied.is_empty() {
             tracing::info!(?applied, backend = store.backend(), "applied migrations");
         }
+        let upstream = Upstream::new(&config.upstream);
+        let catalog = Catalog::new(&config.upstream.gateway_base_url, config.models.catalog_ttl);
         Ok(Arc::new(AppState {
+            keyring: KeyRing::new(store.clone(), vault.clone()),
             config: Arc::new(config),
             store,
             vault,
             tokens: TokenCache::default(),
+            upstream,
+            catalog,
         }))
     }
 
@@ -240,6 +255,21 @@ impl AppState {
         ctx: &RequestCtx,
         caller: Caller,
     ) -> Result<Response<Body>, ProxyError> {
-        crate::api::handle(self, route, req, ctx, &caller).await
+        match route {
+            Route::ChatCompletions
+            | Route::Embeddings
+            | Route::Responses
+            | Route::Messages
+            | Route::CountTokens
+            | Route::Models
+            | Route::Model(_) => crate::proxy::handle(self, route, req, ctx, &caller).await,
+            _ => crate::api::handle(self, route, req, ctx, &caller).await,
+        }
+    }
+
+    /// Drops everything cached about `user_id` (tokens and credentials) after a change.
+    pub fn invalidate_user(&self, user_id: uuid::Uuid) {
+        self.tokens.invalidate_user(user_id);
+        self.keyring.invalidate(user_id);
     }
 }

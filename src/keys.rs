@@ -4,6 +4,7 @@
 
 pub mod crypto;
 pub mod providers;
+pub mod ring;
 
 use crate::secret::Secret;
 use crate::store::{AuditEntry, KeyPatch, ProviderKey, Reseal, Store};

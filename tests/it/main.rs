@@ -9,4 +9,5 @@ mod admin;
 mod binary;
 mod fake_upstream_selftest;
 mod keys;
+mod proxy;
 mod store;

@@ -30,7 +30,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -185,6 +185,10 @@ impl Behavior {
 /// State shared between the handle, the accept loop and every connection.
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
+    /// Whether requests are stored in `requests` (see [`FakeUpstream::set_recording`]).
+    recording: AtomicBool,
+    /// Requests received while recording was off (not stored).
+    unrecorded: AtomicUsize,
     queue: Mutex<VecDeque<Behavior>>,
     default_behavior: Mutex<Behavior>,
     /// Sequence number for generated ids (`gen_FAKE…`).
@@ -206,7 +210,11 @@ impl Shared {
     fn record(&self, recorded: Recorded) -> Behavior {
         let behavior = {
             let mut requests = lock(&self.requests);
-            requests.push(recorded);
+            if self.recording.load(Ordering::SeqCst) {
+                requests.push(recorded);
+            } else {
+                self.unrecorded.fetch_add(1, Ordering::SeqCst);
+            }
             let queued = lock(&self.queue).pop_front();
             queued.unwrap_or_else(|| lock(&self.default_behavior).clone())
         };
@@ -260,6 +268,8 @@ impl FakeUpstream {
             .unwrap_or_else(|e| panic!("fake upstream: local_addr failed: {e}"));
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
+            recording: AtomicBool::new(true),
+            unrecorded: AtomicUsize::new(0),
             queue: Mutex::new(VecDeque::new()),
             default_behavior: Mutex::new(Behavior::Auto),
             next_id: AtomicU64::new(0),
@@ -308,6 +318,19 @@ impl FakeUpstream {
             .wait_until(timeout, || self.request_count() >= n)
             .await;
         self.requests()
+    }
+
+    /// Turns recording on (the default) or off. While off, requests are answered as usual
+    /// but not stored (so memory stays flat under load): [`FakeUpstream::requests`] and
+    /// [`FakeUpstream::request_count`] only see requests received while recording was on;
+    /// [`FakeUpstream::unrecorded_count`] counts the others.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::SeqCst);
+    }
+
+    /// Number of requests received while recording was off.
+    pub fn unrecorded_count(&self) -> usize {
+        self.shared.unrecorded.load(Ordering::SeqCst)
     }
 
     /// Queues `behavior` for the next request that has no queued behavior yet (FIFO).
