@@ -206,6 +206,7 @@ impl AppState {
                     ))
                 }
             },
+            Route::Ui(path) if self.config.ui_enabled => crate::ui::serve(&path),
             Route::NotFound => Err(ProxyError::NotFound(
                 "Unknown route. The API lives under /v1, /api and /admin.".into(),
             )),
