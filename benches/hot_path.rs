@@ -42,7 +42,11 @@ fn rewrite(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
             b.iter(|| {
                 let p = parse(black_box(body)).unwrap();
-                p.rewrite(&Edits { byok: Some(byok), include_usage: true, model: None })
+                p.rewrite(&Edits {
+                    byok: Some(byok),
+                    include_usage: true,
+                    model: None,
+                })
             })
         });
     }
@@ -55,8 +59,12 @@ fn crypto(c: &mut Criterion) {
     let a = aad(u, "openai", k);
     let cred = br#"{"apiKey":"sk-proj-0123456789abcdefghijklmnopqrstuvwxyz0123456789"}"#;
     let sealed = vault.seal(cred, &a).unwrap();
-    c.bench_function("credential_seal", |b| b.iter(|| vault.seal(black_box(cred), &a).unwrap()));
-    c.bench_function("credential_open", |b| b.iter(|| vault.open(black_box(&sealed), &a).unwrap()));
+    c.bench_function("credential_seal", |b| {
+        b.iter(|| vault.seal(black_box(cred), &a).unwrap())
+    });
+    c.bench_function("credential_open", |b| {
+        b.iter(|| vault.open(black_box(&sealed), &a).unwrap())
+    });
     let token = format!("bkp_{}", "a".repeat(43));
     c.bench_function("token_hash", |b| b.iter(|| hash_token(black_box(&token))));
 }
@@ -67,8 +75,14 @@ fn warm_lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (app, token) = rt.block_on(async {
         let mut env = byok_proxy::config::EnvMap::new();
-        env.insert("BYOK_DATABASE__URL".into(), format!("sqlite://{}", dir.path().join("b.db").display()));
-        env.insert("BYOK_MASTER_KEY".into(), MasterKey::generate().to_base64().expose().clone());
+        env.insert(
+            "BYOK_DATABASE__URL".into(),
+            format!("sqlite://{}", dir.path().join("b.db").display()),
+        );
+        env.insert(
+            "BYOK_MASTER_KEY".into(),
+            MasterKey::generate().to_base64().expose().clone(),
+        );
         let config = byok_proxy::config::Config::load(None, &env).unwrap();
         let app = byok_proxy::app::AppState::build(config).await.unwrap();
         let audit = || byok_proxy::store::AuditEntry {
@@ -80,16 +94,28 @@ fn warm_lookup(c: &mut Criterion) {
             remote_addr: None,
         };
         let user = app.store.create_user("bench", None, audit()).await.unwrap();
-        let minted = byok_proxy::accounts::create_token(&app.store, &user, None, None, audit()).await.unwrap();
-        byok_proxy::keys::add_key(&app.store, &app.vault, user.id, "openai", &serde_json::json!({"apiKey": "sk-bench-0123456789abcdef"}), None, audit())
+        let minted = byok_proxy::accounts::create_token(&app.store, &user, None, None, audit())
             .await
             .unwrap();
+        byok_proxy::keys::add_key(
+            &app.store,
+            &app.vault,
+            user.id,
+            "openai",
+            &serde_json::json!({"apiKey": "sk-bench-0123456789abcdef"}),
+            None,
+            audit(),
+        )
+        .await
+        .unwrap();
         (app, minted.token)
     });
     c.bench_function("token_and_credentials_warm", |b| {
         b.to_async(&rt).iter(|| async {
             let auth = app.tokens.authenticate(&app.store, &token).await.unwrap();
-            let byok_proxy::auth::AuthResult::Valid(caller) = auth else { panic!("token invalid") };
+            let byok_proxy::auth::AuthResult::Valid(caller) = auth else {
+                panic!("token invalid")
+            };
             let (creds, _) = app.keyring.get(caller.user_id).await.unwrap();
             black_box(creds.for_provider("openai").len())
         })

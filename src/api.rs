@@ -168,6 +168,33 @@ pub async fn handle(
             }
             Ok(json_response(StatusCode::OK, &outcome))
         }
+        (Route::Usage, Method::GET) => {
+            let days = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("days=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30u32)
+                .clamp(1, 366);
+            let rows = app.store.usage_summary(caller.user_id, days).await?;
+            let totals = rows.iter().fold((0u64, 0u64, 0f64, 0u64), |t, r| {
+                (
+                    t.0 + r.prompt_tokens,
+                    t.1 + r.completion_tokens,
+                    t.2 + r.cost,
+                    t.3 + r.requests,
+                )
+            });
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "object": "list",
+                    "days": days,
+                    "data": rows,
+                    "totals": {"prompt_tokens": totals.0, "completion_tokens": totals.1, "cost": totals.2, "requests": totals.3},
+                }),
+            ))
+        }
         (Route::Audit, Method::GET) => {
             let limit = limit_param(&req);
             let events = app

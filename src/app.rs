@@ -17,10 +17,13 @@ use crate::error::ProxyError;
 use crate::http_util::{json_response, Body};
 use crate::keys::crypto::{MasterKey, Vault};
 use crate::keys::ring::KeyRing;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::proxy::models::Catalog;
 use crate::router::{Access, Route};
 use crate::store::{AuditEntry, Store};
 use crate::upstream::Upstream;
+use crate::usage::Recorder;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -41,6 +44,10 @@ pub struct AppState {
     pub upstream: Upstream,
     /// The cached upstream model catalog.
     pub catalog: Catalog,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    /// Usage records to the batch writer.
+    pub usage: Recorder,
 }
 
 /// Per-request facts that handlers and audit events need.
@@ -48,7 +55,14 @@ pub struct AppState {
 pub struct RequestCtx {
     pub request_id: String,
     pub remote: SocketAddr,
+    /// When the request arrived (for durations measured at the end of a stream).
+    pub start: Instant,
 }
+
+/// Set in response extensions by handlers that write the access line themselves (proxied
+/// requests log at the end of the body, with bytes and usage).
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedAtEnd;
 
 impl RequestCtx {
     /// An audit entry for `action` by `actor` in this request.
@@ -61,6 +75,18 @@ impl RequestCtx {
             request_id: Some(self.request_id.clone()),
             remote_addr: Some(self.remote.ip().to_string()),
         }
+    }
+}
+
+/// A global in-flight slot, counted in the `byok_in_flight_requests` gauge while held.
+struct InFlight {
+    gauge: prometheus::IntGauge,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }
 
@@ -101,7 +127,14 @@ impl AppState {
         }
         let upstream = Upstream::new(&config.upstream);
         let catalog = Catalog::new(&config.upstream.gateway_base_url, config.models.catalog_ttl);
-        Ok(Arc::new(AppState {
+        let metrics = Arc::new(Metrics::new()?);
+        let limits = Limits::new(&config.limits)?;
+        let usage = Recorder::spawn(store.clone(), metrics.clone(), 10_000);
+        let listen_url = store.listen_url();
+        let app = Arc::new(AppState {
+            metrics,
+            limits,
+            usage,
             keyring: KeyRing::new(store.clone(), vault.clone()),
             config: Arc::new(config),
             store,
@@ -109,7 +142,11 @@ impl AppState {
             tokens: TokenCache::default(),
             upstream,
             catalog,
-        }))
+        });
+        if let Some(url) = listen_url {
+            tokio::spawn(crate::store::notify::listen(url, Arc::downgrade(&app)));
+        }
+        Ok(app)
     }
 
     /// Serves one request; never fails (errors become responses).
@@ -133,12 +170,39 @@ impl AppState {
         let ctx = RequestCtx {
             request_id: request_id.clone(),
             remote,
+            start,
         };
         let span = tracing::info_span!("request", id = %request_id, route = label);
-        let (result, user) = self.dispatch(route, req, ctx).instrument(span).await;
+        let (result, user, slot) = match self.limits.enter(&self.metrics) {
+            Ok(slot) => {
+                let (result, user) = self.dispatch(route, req, ctx).instrument(span).await;
+                (result, user, Some(slot))
+            }
+            Err(e) => (Err(e), None, None),
+        };
         let mut resp = result.unwrap_or_else(|e| e.to_response(anthropic));
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-request-id", v);
+        }
+        let status = resp.status();
+        self.metrics
+            .http_requests
+            .with_label_values(&[label, status.as_str()])
+            .inc();
+        self.metrics
+            .http_duration
+            .with_label_values(&[label])
+            .observe(start.elapsed().as_secs_f64());
+        if let Some(slot) = slot {
+            self.metrics.in_flight.inc();
+            let in_flight = InFlight {
+                gauge: self.metrics.in_flight.clone(),
+                _slot: slot,
+            };
+            resp = crate::http_util::guard_body(resp, in_flight);
+        }
+        if resp.extensions().get::<LoggedAtEnd>().is_some() {
+            return resp;
         }
         let error = resp
             .extensions()
@@ -207,6 +271,14 @@ impl AppState {
                 }
             },
             Route::Ui(path) if self.config.ui_enabled => crate::ui::serve(&path),
+            Route::Metrics if self.config.metrics_enabled => {
+                let mut resp = Response::new(crate::http_util::full(self.metrics.render()));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(resp)
+            }
             Route::NotFound => Err(ProxyError::NotFound(
                 "Unknown route. The API lives under /v1, /api and /admin.".into(),
             )),
@@ -256,7 +328,8 @@ impl AppState {
         ctx: &RequestCtx,
         caller: Caller,
     ) -> Result<Response<Body>, ProxyError> {
-        match route {
+        let admission = self.limits.admit(&caller, &self.metrics).await?;
+        let resp = match route {
             Route::ChatCompletions
             | Route::Embeddings
             | Route::Responses
@@ -265,12 +338,34 @@ impl AppState {
             | Route::Models
             | Route::Model(_) => crate::proxy::handle(self, route, req, ctx, &caller).await,
             _ => crate::api::handle(self, route, req, ctx, &caller).await,
-        }
+        }?;
+        let mut resp = crate::http_util::guard_body(resp, admission.permit);
+        let h = resp.headers_mut();
+        h.insert(
+            "x-ratelimit-limit-requests",
+            HeaderValue::from(admission.info.limit),
+        );
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from(admission.info.remaining),
+        );
+        Ok(resp)
     }
 
     /// Drops everything cached about `user_id` (tokens and credentials) after a change.
     pub fn invalidate_user(&self, user_id: uuid::Uuid) {
         self.tokens.invalidate_user(user_id);
         self.keyring.invalidate(user_id);
+    }
+}
+
+impl crate::store::notify::Invalidate for AppState {
+    fn invalidate_user(&self, user_id: uuid::Uuid) {
+        AppState::invalidate_user(self, user_id);
+    }
+
+    fn invalidate_all(&self) {
+        self.tokens.clear();
+        self.keyring.clear();
     }
 }

@@ -97,12 +97,11 @@ impl TokenCache {
         let cached = self
             .map
             .get(&hash)
-            .filter(|e| e.at.elapsed() < TTL)
-            .map(|e| e.record.clone());
+            .map(|e| (e.record.clone(), e.at.elapsed() < TTL));
         let record = match cached {
-            Some(r) => r,
-            None => match store.token_by_hash(&hash).await? {
-                Some(r) => {
+            Some((r, true)) => r,
+            stale => match store.token_by_hash(&hash).await {
+                Ok(Some(r)) => {
                     self.map.insert(
                         hash,
                         Entry {
@@ -112,7 +111,16 @@ impl TokenCache {
                     );
                     r
                 }
-                None => return Ok(AuthResult::Unknown),
+                Ok(None) => {
+                    self.map.remove(&hash);
+                    return Ok(AuthResult::Unknown);
+                }
+                // The database is down: nothing can have changed since this entry was read,
+                // so it keeps serving until the database is back.
+                Err(crate::store::Error::Unavailable(_)) if stale.is_some() => stale
+                    .map(|(r, _)| r)
+                    .ok_or(crate::store::Error::Unavailable(String::new()))?,
+                Err(e) => return Err(e),
             },
         };
         Ok(classify(&record))

@@ -53,6 +53,9 @@ catalog_ttl = "5m"
 [models.aliases]
 
 [models.serving_providers]
+anthropic = ["anthropic", "bedrock", "vertex"]
+google = ["google", "vertex"]
+openai = ["openai", "azure"]
 
 [models.test_models]
 

@@ -25,8 +25,10 @@ pub enum ProxyError {
     UnknownProvider(String),
     #[error("Request body is larger than the {limit}-byte limit (limits.max_body_bytes).")]
     RequestTooLarge { limit: usize },
-    #[error("Rate limit exceeded: {limit} requests. Retry after {retry_after:?}.")]
+    #[error("Rate limit exceeded: at most {limit} {per}. Retry after {} s.", retry_after.as_secs_f64().ceil().max(1.0))]
     RateLimited {
+        /// What the limit counts: "requests per minute" or "concurrent requests".
+        per: &'static str,
         limit: u32,
         remaining: u32,
         retry_after: Duration,
@@ -163,6 +165,7 @@ impl ProxyError {
                 limit,
                 remaining,
                 retry_after,
+                ..
             } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert("retry-after", HeaderValue::from(secs));

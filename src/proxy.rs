@@ -23,7 +23,7 @@ use crate::http_util::{json_response, read_body, Body, ReadError};
 use crate::keys::providers;
 use crate::keys::ring::UserCredentials;
 use crate::router::Route;
-use crate::stream::PassthroughBody;
+use crate::stream::{End, PassthroughBody};
 use crate::upstream::headers::{filter_response_headers, upstream_request_headers};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -31,6 +31,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The upstream path (after the base URL's `/v1`) of each proxied POST route.
 fn upstream_path(route: &Route) -> Option<&'static str> {
@@ -173,13 +174,7 @@ async fn forward(
         .collect::<Result<_, _>>()?;
     let mut all: Vec<&str> = vec![&model];
     all.extend(fallbacks.iter().map(|m| m.as_ref()));
-    let (creds, _cache) = app.keyring.get(caller.user_id).await.map_err(|e| {
-        tracing::error!(error = %e, "credential lookup failed");
-        match e {
-            crate::keys::ring::Error::Store(s) => ProxyError::from(s),
-            crate::keys::ring::Error::Open { .. } => ProxyError::Internal,
-        }
-    })?;
+    let creds = credentials(app, caller).await?;
     let no_key = || ProxyError::NoProviderKey {
         provider: provider.to_string(),
     };
@@ -253,17 +248,141 @@ async fn forward(
             ProxyError::Internal
         })?;
     *upstream_req.headers_mut() = headers;
+    let sent = Instant::now();
     let resp = app.upstream.send(upstream_req).await.map_err(|e| {
         tracing::warn!(error = %e, provider, "upstream request failed");
+        app.metrics
+            .upstream_errors
+            .with_label_values(&[provider, e.kind()])
+            .inc();
         match e {
             crate::upstream::Error::Timeout(d) => ProxyError::UpstreamTimeout(d),
             crate::upstream::Error::Unavailable(_) => ProxyError::UpstreamUnavailable,
         }
     })?;
+    let ttfb = sent.elapsed();
+    app.metrics
+        .upstream_ttfb
+        .with_label_values(&[provider])
+        .observe(ttfb.as_secs_f64());
     let (mut head, body) = resp.into_parts();
+    if head.status.is_server_error() {
+        app.metrics
+            .upstream_errors
+            .with_label_values(&[provider, "status_5xx"])
+            .inc();
+    }
     filter_response_headers(&mut head.headers);
-    let body = PassthroughBody::new(body, app.upstream.idle_timeout, None).boxed_unsync();
-    Ok(Response::from_parts(head, body))
+    let done = Finished {
+        app: app.clone(),
+        request_id: ctx.request_id.clone(),
+        user_id: caller.user_id,
+        route: route.label(),
+        provider: provider.to_string(),
+        model: model.to_string(),
+        status: head.status,
+        start: ctx.start,
+        ttfb,
+    };
+    app.metrics.streams_active.inc();
+    let on_finish: crate::stream::OnFinish = Box::new(move |summary| done.run(summary));
+    let body =
+        PassthroughBody::new(body, app.upstream.idle_timeout, Some(on_finish)).boxed_unsync();
+    let mut resp = Response::from_parts(head, body);
+    resp.extensions_mut().insert(crate::app::LoggedAtEnd);
+    Ok(resp)
+}
+
+/// The caller's credentials from the key ring, counted as a cache hit or miss.
+async fn credentials(app: &AppState, caller: &Caller) -> Result<Arc<UserCredentials>, ProxyError> {
+    let (creds, result) = app.keyring.get(caller.user_id).await.map_err(|e| {
+        tracing::error!(error = %e, "credential lookup failed");
+        match e {
+            crate::keys::ring::Error::Store(s) => ProxyError::from(s),
+            crate::keys::ring::Error::Open { .. } => ProxyError::Internal,
+        }
+    })?;
+    app.metrics
+        .credential_cache
+        .with_label_values(&[result.label()])
+        .inc();
+    Ok(creds)
+}
+
+/// What the end of a proxied body needs: usage, stream metrics, the access line.
+struct Finished {
+    app: Arc<AppState>,
+    request_id: String,
+    user_id: uuid::Uuid,
+    route: &'static str,
+    provider: String,
+    model: String,
+    status: StatusCode,
+    start: Instant,
+    ttfb: std::time::Duration,
+}
+
+impl Finished {
+    fn run(self, summary: crate::stream::Summary) {
+        let m = &self.app.metrics;
+        m.streams_active.dec();
+        m.stream_bytes.inc_by(summary.bytes);
+        let duration = self.start.elapsed();
+        m.upstream_request_duration.observe(duration.as_secs_f64());
+        let usage = if self.status.is_success() {
+            crate::usage::extract(
+                summary.head.as_deref().unwrap_or(&[]),
+                &summary.tail_bytes(),
+            )
+        } else {
+            None
+        };
+        let status = match (self.status.is_success(), summary.end) {
+            (false, _) => "error",
+            (true, End::Complete) => "ok",
+            (true, End::IdleTimeout) => "timeout",
+            (true, End::Cancelled | End::UpstreamError) => "aborted",
+        };
+        if summary.end == End::IdleTimeout {
+            m.upstream_errors
+                .with_label_values(&[self.provider.as_str(), "idle_timeout"])
+                .inc();
+        }
+        let u = usage.unwrap_or_default();
+        m.tokens
+            .with_label_values(&[self.provider.as_str(), "prompt"])
+            .inc_by(u.prompt_tokens);
+        m.tokens
+            .with_label_values(&[self.provider.as_str(), "completion"])
+            .inc_by(u.completion_tokens);
+        tracing::info!(
+            target: "byok_proxy::access",
+            request_id = %self.request_id,
+            method = "POST",
+            route = self.route,
+            status = self.status.as_u16(),
+            user = %self.user_id,
+            model = %self.model,
+            provider = %self.provider,
+            ttfb_ms = self.ttfb.as_secs_f64() * 1000.0,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            bytes = summary.bytes,
+            end = summary.end.label(),
+            prompt_tokens = u.prompt_tokens,
+            completion_tokens = u.completion_tokens,
+            "request"
+        );
+        self.app.usage.record(crate::usage::UsageRecord {
+            request_id: self.request_id,
+            user_id: self.user_id,
+            provider: self.provider,
+            model: self.model,
+            usage: u,
+            status,
+            latency_ms: duration.as_millis() as u64,
+            created_at: crate::store::now(),
+        });
+    }
 }
 
 /// Direct mode: the key as the provider expects it.
@@ -313,11 +432,7 @@ async fn catalog_and_creds(
         tracing::warn!(error = %e, "model catalog unavailable");
         ProxyError::UpstreamUnavailable
     })?;
-    let (creds, _) = app.keyring.get(caller.user_id).await.map_err(|e| {
-        tracing::error!(error = %e, "credential lookup failed");
-        ProxyError::Internal
-    })?;
-    Ok((entries, creds))
+    Ok((entries, credentials(app, caller).await?))
 }
 
 async fn list_models(

@@ -63,7 +63,10 @@ impl Route {
             ["v1", "messages"] => Route::Messages,
             ["v1", "messages", "count_tokens"] => Route::CountTokens,
             ["v1", "models"] => Route::Models,
-            ["v1", "models", rest @ ..] if !rest.is_empty() => Route::Model(rest.join("/")),
+            ["v1", "models", rest @ ..] if !rest.is_empty() => {
+                // SDKs send `openai%2Fgpt-4o`; others the raw slash.
+                Route::Model(percent_decode(&rest.join("/")))
+            }
             ["api", "me"] => Route::Me,
             ["api", "providers"] => Route::Providers,
             ["api", "providers", "health"] => Route::ProvidersHealth,
@@ -135,6 +138,31 @@ impl Route {
     pub fn anthropic_errors(&self) -> bool {
         matches!(self, Route::Messages | Route::CountTokens)
     }
+}
+
+/// Decodes `%XX` escapes; malformed escapes are kept as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //!
 //! The types here are plain data; sealing and opening credentials happens in `keys`.
 
+pub mod notify;
 pub mod postgres;
 pub mod sqlite;
 
@@ -15,10 +16,17 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// The migrations, in order, as `(version, sql)` for each backend.
-pub const SQLITE_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
-pub const POSTGRES_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+pub const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_usage_cost.sql")),
+];
+pub const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_usage_cost.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -175,6 +183,14 @@ impl Store {
         })
     }
 
+    /// The URL for a LISTEN connection, on PostgreSQL.
+    pub fn listen_url(&self) -> Option<String> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(p) => Some(p.url.clone()),
+        }
+    }
+
     pub fn backend(&self) -> &'static str {
         dispatch!(self, _s => match self { Store::Sqlite(_) => "sqlite", Store::Postgres(_) => "postgres" })
     }
@@ -328,6 +344,29 @@ impl Store {
     /// Database failure (the whole batch is rolled back).
     pub async fn reseal_keys(&self, batch: Vec<Reseal>) -> Result<u64> {
         dispatch!(self, s => s.reseal_keys(batch, now()).await)
+    }
+
+    // === usage ===
+
+    /// Writes a batch of usage records in one transaction and marks the keys of each
+    /// (user, provider) that served a successful request as used.
+    ///
+    /// # Errors
+    /// Database failure (the batch is rolled back).
+    pub async fn insert_usage(&self, records: &[crate::usage::UsageRecord]) -> Result<()> {
+        dispatch!(self, s => s.insert_usage(records).await)
+    }
+
+    /// The user's usage by day (UTC) and model, newest day first.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn usage_summary(
+        &self,
+        user_id: Uuid,
+        days: u32,
+    ) -> Result<Vec<crate::usage::UsageRow>> {
+        dispatch!(self, s => s.usage_summary(user_id, days).await)
     }
 
     // === audit ===

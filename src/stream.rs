@@ -45,6 +45,8 @@ impl End {
 pub struct Summary {
     pub end: End,
     pub bytes: u64,
+    /// The first data frame (where an Anthropic stream reports its input tokens).
+    pub head: Option<Bytes>,
     /// The last frames (at least [`TAIL_BYTES`] of them when the body was longer).
     pub tail: VecDeque<Bytes>,
 }
@@ -72,6 +74,7 @@ pub struct PassthroughBody<B> {
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
     bytes: u64,
+    head: Option<Bytes>,
     tail: VecDeque<Bytes>,
     tail_len: usize,
     on_finish: Option<OnFinish>,
@@ -88,6 +91,7 @@ where
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
             bytes: 0,
+            head: None,
             tail: VecDeque::with_capacity(8),
             tail_len: 0,
             on_finish,
@@ -99,6 +103,7 @@ where
             f(Summary {
                 end,
                 bytes: self.bytes,
+                head: self.head.take(),
                 tail: std::mem::take(&mut self.tail),
             });
         }
@@ -108,6 +113,9 @@ where
         self.bytes += data.len() as u64;
         if self.on_finish.is_none() || data.is_empty() {
             return;
+        }
+        if self.head.is_none() {
+            self.head = Some(data.clone());
         }
         self.tail.push_back(data.clone());
         self.tail_len += data.len();
@@ -179,6 +187,7 @@ impl<B> Drop for PassthroughBody<B> {
             f(Summary {
                 end: End::Cancelled,
                 bytes: self.bytes,
+                head: self.head.take(),
                 tail: std::mem::take(&mut self.tail),
             });
         }

@@ -146,7 +146,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let drain = config.shutdown_timeout;
     let app = AppState::build(config).await?;
     tracing::info!(addr = %listener.local_addr()?, store = app.store.backend(), "byok-proxy listening");
-    crate::server::run(listener, app, crate::server::shutdown_signal(), drain).await;
+    crate::server::run(
+        listener,
+        app.clone(),
+        crate::server::shutdown_signal(),
+        drain,
+    )
+    .await;
+    app.usage.flush().await;
+    tracing::info!("usage flushed; bye");
     Ok(ExitCode::SUCCESS)
 }
 

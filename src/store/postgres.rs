@@ -17,6 +17,22 @@ const MIGRATION_LOCK: i64 = 0x6279_6f6b_6d69_6772;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// The connection URL, for the LISTEN connection (see `store::notify`).
+    pub(crate) url: String,
+}
+
+/// The channel on which changes to users, tokens and keys are announced (payload: user id).
+pub const INVALIDATE_CHANNEL: &str = "byok_invalidate";
+
+/// Announces, inside the caller's transaction, that `user_id`'s cached data changed.
+async fn notify_user(c: &impl GenericClient, user_id: Uuid) -> Result<()> {
+    c.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&INVALIDATE_CHANNEL, &user_id.to_string()],
+    )
+    .await
+    .map_err(q)?;
+    Ok(())
 }
 
 fn q(e: tokio_postgres::Error) -> Error {
@@ -140,7 +156,10 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Unavailable(e.to_string()))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            url: url.to_string(),
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -280,6 +299,7 @@ impl PgStore {
         if let Some(a) = audit {
             insert_audit(&tx, &a, super::now()).await?;
         }
+        notify_user(&tx, id).await?;
         tx.commit().await.map_err(q)?;
         user_row(&row).map(Some)
     }
@@ -347,6 +367,7 @@ impl PgStore {
             ..audit
         };
         insert_audit(&tx, &audit, now).await?;
+        notify_user(&tx, token.user_id).await?;
         tx.commit().await.map_err(q)?;
         Ok(Some(token))
     }
@@ -414,6 +435,7 @@ impl PgStore {
         .await
         .map_err(q)?;
         insert_audit(&tx, &audit, k.created_at).await?;
+        notify_user(&tx, k.user_id).await?;
         tx.commit().await.map_err(q)
     }
 
@@ -476,6 +498,7 @@ impl PgStore {
             .map_err(q)?;
         let Some(row) = row else { return Ok(None) };
         insert_audit(&tx, &audit, now).await?;
+        notify_user(&tx, user_id).await?;
         tx.commit().await.map_err(q)?;
         key_row(&row).map(Some)
     }
@@ -494,6 +517,7 @@ impl PgStore {
             return Ok(false);
         }
         insert_audit(&tx, &audit, super::now()).await?;
+        notify_user(&tx, user_id).await?;
         tx.commit().await.map_err(q)?;
         Ok(true)
     }
@@ -536,6 +560,83 @@ impl PgStore {
         }
         tx.commit().await.map_err(q)?;
         Ok(changed)
+    }
+
+    pub async fn insert_usage(&self, records: &[crate::usage::UsageRecord]) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(q)?;
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO usage_events (request_id, user_id, provider, model, prompt_tokens, \
+                 completion_tokens, status, latency_ms, created_at, cost, is_byok) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .await
+            .map_err(q)?;
+        let touch = tx
+            .prepare_cached(
+                "UPDATE ai_provider_keys SET last_used_at = $1 \
+                 WHERE user_id = $2 AND provider = $3 AND is_active",
+            )
+            .await
+            .map_err(q)?;
+        for r in records {
+            tx.execute(
+                &ins,
+                &[
+                    &r.request_id,
+                    &r.user_id,
+                    &r.provider,
+                    &r.model,
+                    &(r.usage.prompt_tokens as i64),
+                    &(r.usage.completion_tokens as i64),
+                    &r.status,
+                    &(r.latency_ms as i64),
+                    &r.created_at,
+                    &r.usage.cost,
+                    &r.usage.is_byok,
+                ],
+            )
+            .await
+            .map_err(q)?;
+            if r.status == "ok" {
+                tx.execute(&touch, &[&r.created_at, &r.user_id, &r.provider])
+                    .await
+                    .map_err(q)?;
+            }
+        }
+        tx.commit().await.map_err(q)
+    }
+
+    pub async fn usage_summary(
+        &self,
+        user_id: Uuid,
+        days: u32,
+    ) -> Result<Vec<crate::usage::UsageRow>> {
+        let c = self.client().await?;
+        let since = Utc::now() - chrono::Duration::days(i64::from(days));
+        let rows = c
+            .query(
+                "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, model, COUNT(*)::BIGINT, \
+                 SUM(prompt_tokens)::BIGINT, SUM(completion_tokens)::BIGINT, COALESCE(SUM(cost), 0)::DOUBLE PRECISION \
+                 FROM usage_events WHERE user_id = $1 AND created_at >= $2 \
+                 GROUP BY day, model ORDER BY day DESC, model",
+                &[&user_id, &since],
+            )
+            .await
+            .map_err(q)?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::usage::UsageRow {
+                    day: r.try_get(0).map_err(q)?,
+                    model: r.try_get(1).map_err(q)?,
+                    requests: r.try_get::<_, i64>(2).map_err(q)? as u64,
+                    prompt_tokens: r.try_get::<_, i64>(3).map_err(q)? as u64,
+                    completion_tokens: r.try_get::<_, i64>(4).map_err(q)? as u64,
+                    cost: r.try_get(5).map_err(q)?,
+                })
+            })
+            .collect()
     }
 
     pub async fn append_audit(&self, entry: AuditEntry, at: DateTime<Utc>) -> Result<()> {

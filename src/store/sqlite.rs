@@ -621,6 +621,82 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn insert_usage(&self, records: &[crate::usage::UsageRecord]) -> Result<()> {
+        let records = records.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(q)?;
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO usage_events (request_id, user_id, provider, model, prompt_tokens, \
+                         completion_tokens, status, latency_ms, created_at, cost, is_byok) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )
+                    .map_err(q)?;
+                let mut touch = tx
+                    .prepare_cached(
+                        "UPDATE ai_provider_keys SET last_used_at = ?1 \
+                         WHERE user_id = ?2 AND provider = ?3 AND is_active = 1",
+                    )
+                    .map_err(q)?;
+                for r in &records {
+                    ins.execute(params![
+                        r.request_id,
+                        r.user_id.to_string(),
+                        r.provider,
+                        r.model,
+                        r.usage.prompt_tokens as i64,
+                        r.usage.completion_tokens as i64,
+                        r.status,
+                        r.latency_ms as i64,
+                        ts(r.created_at),
+                        r.usage.cost,
+                        r.usage.is_byok
+                    ])
+                    .map_err(q)?;
+                    if r.status == "ok" {
+                        touch
+                            .execute(params![ts(r.created_at), r.user_id.to_string(), r.provider])
+                            .map_err(q)?;
+                    }
+                }
+            }
+            tx.commit().map_err(q)
+        })
+        .await
+    }
+
+    pub async fn usage_summary(
+        &self,
+        user_id: Uuid,
+        days: u32,
+    ) -> Result<Vec<crate::usage::UsageRow>> {
+        let since = ts(Utc::now() - chrono::Duration::days(i64::from(days)));
+        self.call(move |conn| {
+            let mut st = conn
+                .prepare(
+                    "SELECT substr(created_at, 1, 10) AS day, model, COUNT(*), SUM(prompt_tokens), \
+                     SUM(completion_tokens), COALESCE(SUM(cost), 0) FROM usage_events \
+                     WHERE user_id = ?1 AND created_at >= ?2 GROUP BY day, model ORDER BY day DESC, model",
+                )
+                .map_err(q)?;
+            let rows = st
+                .query_map(params![user_id.to_string(), since], |r| {
+                    Ok(crate::usage::UsageRow {
+                        day: r.get(0)?,
+                        model: r.get(1)?,
+                        requests: r.get::<_, i64>(2)? as u64,
+                        prompt_tokens: r.get::<_, i64>(3)? as u64,
+                        completion_tokens: r.get::<_, i64>(4)? as u64,
+                        cost: r.get(5)?,
+                    })
+                })
+                .map_err(q)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q)
+        })
+        .await
+    }
+
     pub async fn append_audit(&self, entry: AuditEntry, at: DateTime<Utc>) -> Result<()> {
         self.call(move |conn| insert_audit(conn, &entry, at).map_err(q))
             .await

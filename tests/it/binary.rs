@@ -334,3 +334,97 @@ async fn key_rotate_through_the_cli() {
         assert!(byok_proxy::keys::open(&only_new, &k).is_ok());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
+    use crate::common::fake_upstream::{chat_stream_chunks, Behavior, FakeUpstream};
+    let fake = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let master = byok_proxy::keys::crypto::MasterKey::generate()
+        .to_base64()
+        .expose()
+        .clone();
+    let port = free_port();
+    let mut c = cmd(dir.path(), &master);
+    c.env("BYOK_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BYOK_UPSTREAM__GATEWAY__BASE_URL", fake.base_url())
+        .env("AI_GATEWAY_API_KEY", "gw")
+        .env("RUST_LOG", "info");
+    let (_, _) = run_ok(
+        cmd(dir.path(), &master),
+        &["user", "create", "--name", "alice"],
+    )
+    .await;
+    let (token, _) = run_ok(
+        cmd(dir.path(), &master),
+        &["token", "create", "--user", "alice"],
+    )
+    .await;
+    let token = token.trim().to_string();
+    let mut server = c.arg("serve").stderr(Stdio::piped()).spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = http
+        .post(format!("{base}/api/keys"))
+        .bearer_auth(&token)
+        .json(&json!({"provider": "openai", "credentials": {"apiKey": "sk-openai-shutdown-0001"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let chunks = chat_stream_chunks("openai/gpt-4o", true);
+    fake.push(Behavior::Stream {
+        chunks: chunks.clone(),
+        delay: Duration::from_millis(250),
+    });
+    let mut stream = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&token)
+        .json(&json!({"model": "openai/gpt-4o", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut got = stream.chunk().await.unwrap().unwrap().to_vec();
+    Command::new("kill")
+        .args(["-TERM", &server.id().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap();
+    // New connections are refused while the stream goes on.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        http.get(format!("{base}/healthz")).send().await.is_err(),
+        "still accepting after SIGTERM"
+    );
+    while let Some(c) = stream.chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(got, chunks.concat().into_bytes(), "the stream completed");
+    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(server.stderr.as_mut().unwrap(), &mut err)
+        .await
+        .unwrap();
+    assert!(err.contains("usage flushed"), "{err}");
+    // The usage of the stream is in the database.
+    let conn = rusqlite::Connection::open(dir.path().join("data/byok.db")).unwrap();
+    let (n, prompt): (i64, i64) = conn
+        .query_row("SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0) FROM usage_events WHERE status = 'ok'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((n, prompt), (1, 11));
+}

@@ -9,5 +9,8 @@ mod admin;
 mod binary;
 mod fake_upstream_selftest;
 mod keys;
+mod limits;
 mod proxy;
+mod replicas;
 mod store;
+mod usage;

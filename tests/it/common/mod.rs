@@ -90,6 +90,17 @@ impl TestDb {
         }
     }
 
+    /// Another handle on the same database (for a second proxy instance); dropping it
+    /// leaves the database alone.
+    pub fn share(&self) -> TestDb {
+        TestDb {
+            backend: self.backend,
+            url: self.url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            schema: None,
+        }
+    }
+
     /// The URL as text, for configs and environment variables.
     pub fn url_string(&self) -> String {
         match &self.url {
@@ -190,6 +201,13 @@ pub fn test_env(db: &TestDb, master: &MasterKey) -> EnvMap {
     );
     env.insert("BYOK_ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
     env.insert("BYOK_LISTEN".into(), "127.0.0.1:0".into());
+    // Tests that are not about limits must not trip them.
+    env.insert("BYOK_LIMITS__REQUESTS_PER_MINUTE".into(), "1000000".into());
+    env.insert("BYOK_LIMITS__BURST".into(), "100000".into());
+    env.insert(
+        "BYOK_LIMITS__MAX_CONCURRENT_REQUESTS".into(),
+        "10000".into(),
+    );
     env
 }
 
@@ -211,7 +229,15 @@ impl TestProxy {
 
     /// Starts on `db`, letting the test adjust the environment first.
     pub async fn start_with(db: TestDb, edit: impl FnOnce(&mut EnvMap)) -> TestProxy {
-        let master = MasterKey::generate();
+        TestProxy::start_with_key(db, MasterKey::generate(), edit).await
+    }
+
+    /// Starts on `db` with a given master key (replicas share one).
+    pub async fn start_with_key(
+        db: TestDb,
+        master: MasterKey,
+        edit: impl FnOnce(&mut EnvMap),
+    ) -> TestProxy {
         let mut env = test_env(&db, &master);
         edit(&mut env);
         let config = Config::load(None, &env).unwrap();
