@@ -168,6 +168,10 @@ pub async fn handle(
             }
             Ok(json_response(StatusCode::OK, &outcome))
         }
+        (Route::ProvidersHealth, Method::GET) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "object": "list", "data": app.health.all(std::time::Instant::now()) }),
+        )),
         (Route::Usage, Method::GET) => {
             let days = req
                 .uri()

@@ -48,6 +48,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Usage records to the batch writer.
     pub usage: Recorder,
+    /// Per-provider health from upstream outcomes.
+    pub health: crate::health::Health,
 }
 
 /// Per-request facts that handlers and audit events need.
@@ -132,6 +134,7 @@ impl AppState {
         let usage = Recorder::spawn(store.clone(), metrics.clone(), 10_000);
         let listen_url = store.listen_url();
         let app = Arc::new(AppState {
+            health: crate::health::Health::new(config.health.clone()),
             metrics,
             limits,
             usage,
@@ -272,6 +275,7 @@ impl AppState {
             },
             Route::Ui(path) if self.config.ui_enabled => crate::ui::serve(&path),
             Route::Metrics if self.config.metrics_enabled => {
+                self.update_health_gauge();
                 let mut resp = Response::new(crate::http_util::full(self.metrics.render()));
                 resp.headers_mut().insert(
                     http::header::CONTENT_TYPE,
@@ -350,6 +354,18 @@ impl AppState {
             HeaderValue::from(admission.info.remaining),
         );
         Ok(resp)
+    }
+
+    /// Sets `byok_provider_health{provider,status}` to 1 for each provider's current status.
+    fn update_health_gauge(&self) {
+        for h in self.health.all(Instant::now()) {
+            for status in crate::health::STATUSES {
+                self.metrics
+                    .provider_health
+                    .with_label_values(&[h.provider.as_str(), status])
+                    .set(i64::from(status == h.status));
+            }
+        }
     }
 
     /// Drops everything cached about `user_id` (tokens and credentials) after a change.

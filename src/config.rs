@@ -64,6 +64,14 @@ openai = ["openai", "azure"]
 [metrics]
 enabled = true
 
+[health]
+window = "5m"
+bucket = "10s"
+degraded_error_ratio = 0.2
+degraded_ttfb_p95 = "10s"
+down_consecutive_failures = 5
+min_requests = 5
+
 [ui]
 enabled = true
 
@@ -92,6 +100,7 @@ pub struct Config {
     pub admin_token: Option<Secret<String>>,
     pub metrics_enabled: bool,
     pub ui_enabled: bool,
+    pub health: HealthConfig,
     pub log: LogConfig,
 }
 
@@ -154,6 +163,23 @@ pub struct ModelsConfig {
     pub test_models: BTreeMap<String, String>,
 }
 
+/// Thresholds of the provider health view (`/api/providers/health`).
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// How far back outcomes count.
+    pub window: Duration,
+    /// Granularity of the window (memory is window / bucket counters per provider).
+    pub bucket: Duration,
+    /// Error ratio (failures / answered + failures) at which a provider is `degraded`.
+    pub degraded_error_ratio: f64,
+    /// TTFB p95 at which a provider is `degraded`.
+    pub degraded_ttfb_p95: Duration,
+    /// Failures in a row after which a provider is `down`.
+    pub down_consecutive_failures: u32,
+    /// Requests needed in the window before the error ratio is judged.
+    pub min_requests: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -202,6 +228,18 @@ struct Raw {
     metrics: RawEnabled,
     ui: RawEnabled,
     log: RawLog,
+    health: RawHealth,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    window: String,
+    bucket: String,
+    degraded_error_ratio: f64,
+    degraded_ttfb_p95: String,
+    down_consecutive_failures: u32,
+    min_requests: u64,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +457,27 @@ impl Config {
         if raw.limits.max_in_flight == 0 {
             return Err(("limits.max_in_flight", "must be at least 1".into()));
         }
+        let health = HealthConfig {
+            window: duration(&raw.health.window).map_err(|m| ("health.window", m))?,
+            bucket: duration(&raw.health.bucket).map_err(|m| ("health.bucket", m))?,
+            degraded_error_ratio: raw.health.degraded_error_ratio,
+            degraded_ttfb_p95: duration(&raw.health.degraded_ttfb_p95)
+                .map_err(|m| ("health.degraded_ttfb_p95", m))?,
+            down_consecutive_failures: raw.health.down_consecutive_failures.max(1),
+            min_requests: raw.health.min_requests,
+        };
+        if health.bucket.is_zero() || health.window < health.bucket {
+            return Err((
+                "health.bucket",
+                "must be non-zero and no longer than health.window".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&health.degraded_error_ratio) {
+            return Err((
+                "health.degraded_error_ratio",
+                "must be between 0 and 1".into(),
+            ));
+        }
         for (alias, target) in &raw.models.aliases {
             if !target.contains('/') {
                 return Err((
@@ -480,6 +539,7 @@ impl Config {
             },
             admin_token: raw.admin.token.filter(|t| !t.expose().is_empty()),
             metrics_enabled: raw.metrics.enabled,
+            health,
             ui_enabled: raw.ui.enabled,
             log: LogConfig {
                 format: raw.log.format,

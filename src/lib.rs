@@ -31,6 +31,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http_util;
 pub mod keys;
 pub mod limits;

@@ -255,6 +255,11 @@ async fn forward(
             .upstream_errors
             .with_label_values(&[provider, e.kind()])
             .inc();
+        app.health.record(
+            provider,
+            crate::health::Outcome::Failed(e.kind()),
+            Instant::now(),
+        );
         match e {
             crate::upstream::Error::Timeout(d) => ProxyError::UpstreamTimeout(d),
             crate::upstream::Error::Unavailable(_) => ProxyError::UpstreamUnavailable,
@@ -348,6 +353,20 @@ impl Finished {
                 .with_label_values(&[self.provider.as_str(), "idle_timeout"])
                 .inc();
         }
+        let outcome = if self.status.is_server_error() {
+            crate::health::Outcome::Failed("status_5xx")
+        } else if self.status == StatusCode::TOO_MANY_REQUESTS {
+            crate::health::Outcome::RateLimited(self.ttfb)
+        } else {
+            match summary.end {
+                End::UpstreamError => crate::health::Outcome::Failed("stream_cut"),
+                End::IdleTimeout => crate::health::Outcome::Failed("idle_timeout"),
+                End::Complete | End::Cancelled => crate::health::Outcome::Answered(self.ttfb),
+            }
+        };
+        self.app
+            .health
+            .record(&self.provider, outcome, Instant::now());
         let u = usage.unwrap_or_default();
         m.tokens
             .with_label_values(&[self.provider.as_str(), "prompt"])

@@ -8,6 +8,7 @@ mod common;
 mod admin;
 mod binary;
 mod fake_upstream_selftest;
+mod health;
 mod keys;
 mod limits;
 mod proxy;

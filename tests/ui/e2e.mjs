@@ -457,6 +457,30 @@ try {
   }
   await page.setViewportSize({ width: 1280, height: 860 });
 
+  // ---------------------------------------------------------------- health badge change
+  log('providers: the health badge follows upstream failures');
+  await nav('Providers');
+  const liveBadge = page.locator('#provider-openai .health');
+  await liveBadge.waitFor();
+  check((await liveBadge.getAttribute('data-status')) === 'healthy', `openai is healthy after good chats: ${await liveBadge.getAttribute('data-status')}`);
+  for (let i = 0; i < 6; i++) {
+    await harness('error 503 upstream overloaded');
+    const r = await fetch(`${BASE_URL}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'openai/gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    check(r.status === 503, `the failing upstream answers 503 (${r.status})`);
+  }
+  await nav('Chat');
+  await nav('Providers');
+  await liveBadge.waitFor();
+  const after = await liveBadge.getAttribute('data-status');
+  check(after === 'down' || after === 'degraded', `the badge turned degraded or down: ${after}`);
+  await liveBadge.focus();
+  check(/last error: status_5xx/.test(await liveBadge.textContent()), 'the numbers behind the badge show the last error');
+  await shot('providers-health-live');
+
   // ---------------------------------------------------------------- logout
   log('logout');
   await page.getByRole('button', { name: 'Log out' }).click();
