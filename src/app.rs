@@ -149,6 +149,12 @@ impl AppState {
         if let Some(url) = listen_url {
             tokio::spawn(crate::store::notify::listen(url, Arc::downgrade(&app)));
         }
+        if let Store::Sqlite(sqlite) = &app.store {
+            tokio::spawn(crate::store::notify::watch_sqlite(
+                sqlite.clone(),
+                Arc::downgrade(&app),
+            ));
+        }
         Ok(app)
     }
 

@@ -6,6 +6,10 @@
 //! If the listening connection is lost, the replica reconnects (with backoff) and clears all
 //! its caches once it is back, since notifications sent meanwhile were missed. While the
 //! database itself is down nothing can change, so cached entries keep serving.
+//!
+//! On SQLite (one node) the other writer is the CLI run beside `serve` (`token revoke`,
+//! `user disable`): [`watch_sqlite`] polls `PRAGMA data_version`, which changes only when
+//! another connection commits, and then clears the caches.
 
 use super::postgres::INVALIDATE_CHANNEL;
 use futures_util::StreamExt;
@@ -84,5 +88,28 @@ pub async fn listen<T: Invalidate>(url: String, target: Weak<T>) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How often the SQLite watcher looks for writes by other processes.
+pub const SQLITE_POLL: Duration = Duration::from_millis(500);
+
+/// Runs until `target` is dropped: clears every cache when another process wrote to the
+/// SQLite database.
+pub async fn watch_sqlite<T: Invalidate>(store: super::sqlite::SqliteStore, target: Weak<T>) {
+    let mut last = store.data_version().await.ok();
+    loop {
+        tokio::time::sleep(SQLITE_POLL).await;
+        let Some(t) = target.upgrade() else { return };
+        match store.data_version().await {
+            Ok(v) if last != Some(v) => {
+                if last.is_some() {
+                    tracing::info!("the database was changed by another process; clearing caches");
+                    t.invalidate_all();
+                }
+                last = Some(v);
+            }
+            _ => {}
+        }
     }
 }

@@ -238,6 +238,16 @@ impl SqliteStore {
         .await
     }
 
+    /// SQLite's `data_version`: it changes when another connection (another process, such
+    /// as the CLI) commits to the database, and not for this connection's own writes.
+    pub async fn data_version(&self) -> Result<i64> {
+        self.call(|conn| {
+            conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map_err(q)
+        })
+        .await
+    }
+
     pub async fn ping(&self) -> Result<()> {
         self.call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(q))
             .await

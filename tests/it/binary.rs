@@ -428,3 +428,88 @@ async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
         .unwrap();
     assert_eq!((n, prompt), (1, 11));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_changes_reach_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = byok_proxy::keys::crypto::MasterKey::generate()
+        .to_base64()
+        .expose()
+        .clone();
+    let port = free_port();
+    run_ok(
+        cmd(dir.path(), &master),
+        &["user", "create", "--name", "alice"],
+    )
+    .await;
+    run_ok(
+        cmd(dir.path(), &master),
+        &["user", "create", "--name", "bob"],
+    )
+    .await;
+    let (alice, _) = run_ok(
+        cmd(dir.path(), &master),
+        &["token", "create", "--user", "alice"],
+    )
+    .await;
+    let (bob, _) = run_ok(
+        cmd(dir.path(), &master),
+        &["token", "create", "--user", "bob"],
+    )
+    .await;
+    let (alice, bob) = (alice.trim().to_string(), bob.trim().to_string());
+    let mut c = cmd(dir.path(), &master);
+    c.env("BYOK_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn");
+    let mut server = c.arg("serve").spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let status = |t: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.get(format!("{base}/api/keys"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    for _ in 0..200 {
+        if status(alice.clone()).await == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both tokens are now cached by the server.
+    assert_eq!(status(alice.clone()).await, 200);
+    assert_eq!(status(bob.clone()).await, 200);
+    let (list, _) = run_ok(
+        cmd(dir.path(), &master),
+        &["token", "list", "--user", "alice"],
+    )
+    .await;
+    let token_id = list
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    run_ok(cmd(dir.path(), &master), &["token", "revoke", &token_id]).await;
+    run_ok(cmd(dir.path(), &master), &["user", "disable", "bob"]).await;
+    let start = std::time::Instant::now();
+    loop {
+        let (a, b) = (status(alice.clone()).await, status(bob.clone()).await);
+        if a == 401 && b == 403 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "CLI changes not enforced: {a} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill().await.unwrap();
+}

@@ -901,3 +901,57 @@ async fn key_changes_reach_the_credential_cache_at_once() {
         json!([{"apiKey": "sk-openai-second-00000002"}])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_style_messages_request() {
+    let fake = FakeUpstream::start().await;
+    let p = proxy_for(&fake, |_| {}).await;
+    let (_, token) = p.user("alice").await;
+    add_key(
+        &p,
+        &token,
+        "anthropic",
+        json!({"apiKey": "sk-ant-user-00000000002"}),
+    )
+    .await;
+    // As Claude Code sends it: ?beta=true, x-api-key, anthropic-* headers, a dated bare model,
+    // system blocks with cache_control, tools, thinking, metadata, streaming.
+    let body = r#"{"model":"claude-sonnet-4-5-20250929","max_tokens":32000,"stream":true,"system":[{"type":"text","text":"You are Claude Code.","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[{"name":"Bash","description":"run","input_schema":{"type":"object","properties":{"command":{"type":"string"}}}}],"thinking":{"type":"enabled","budget_tokens":1024},"metadata":{"user_id":"u"}}"#;
+    let resp = p
+        .http
+        .post(p.url("/v1/messages?beta=true"))
+        .header("x-api-key", &token)
+        .header("anthropic-version", "2023-06-01")
+        .header(
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14",
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("event: message_start") && text.contains("event: message_stop"));
+    let r = &fake.requests()[0];
+    assert_eq!(r.path, "/v1/messages?beta=true");
+    assert_eq!(
+        r.header("anthropic-beta").as_deref(),
+        Some("claude-code-20250219,interleaved-thinking-2025-05-14")
+    );
+    assert_eq!(
+        r.header("authorization").as_deref(),
+        Some(format!("Bearer {GATEWAY_KEY}").as_str())
+    );
+    assert!(r.header("x-api-key").is_none());
+    let sent = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(sent.starts_with(r#"{"model":"anthropic/claude-sonnet-4-5-20250929","max_tokens":32000,"stream":true,"system":[{"type":"text","text":"You are Claude Code.","cache_control":{"type":"ephemeral"}}]"#), "{sent}");
+    assert!(sent.contains(
+        r#""thinking":{"type":"enabled","budget_tokens":1024},"metadata":{"user_id":"u"}"#
+    ));
+    assert_eq!(
+        r.json()["providerOptions"]["gateway"]["byok"],
+        json!({"anthropic": [{"apiKey": "sk-ant-user-00000000002"}]})
+    );
+}
