@@ -102,25 +102,23 @@ impl TokenCache {
             Some((r, true)) => r,
             stale => match store.token_by_hash(&hash).await {
                 Ok(Some(r)) => {
-                    self.map.insert(
-                        hash,
-                        Entry {
-                            record: r.clone(),
-                            at: Instant::now(),
-                        },
-                    );
+                    let entry = Entry {
+                        record: r.clone(),
+                        at: Instant::now(),
+                    };
+                    self.map.insert(hash, entry);
                     r
                 }
                 Ok(None) => {
                     self.map.remove(&hash);
                     return Ok(AuthResult::Unknown);
                 }
-                // The database is down: nothing can have changed since this entry was read,
-                // so it keeps serving until the database is back.
-                Err(crate::store::Error::Unavailable(_)) if stale.is_some() => stale
-                    .map(|(r, _)| r)
-                    .ok_or(crate::store::Error::Unavailable(String::new()))?,
-                Err(e) => return Err(e),
+                Err(e) => match (e, stale) {
+                    // The database is down: nothing can have changed since this entry was
+                    // read, so it keeps serving until the database is back.
+                    (crate::store::Error::Unavailable(_), Some((r, _))) => r,
+                    (e, _) => return Err(e),
+                },
             },
         };
         Ok(classify(&record))
@@ -129,6 +127,11 @@ impl TokenCache {
     /// Drops every cached token of `user_id` (after a token or user change).
     pub fn invalidate_user(&self, user_id: Uuid) {
         self.map.retain(|_, e| e.record.user.id != user_id);
+    }
+
+    /// Whether any token of `user_id` is in memory.
+    pub fn has_user(&self, user_id: Uuid) -> bool {
+        self.map.iter().any(|e| e.record.user.id == user_id)
     }
 
     /// Drops everything (e.g. when cross-replica notifications were interrupted).

@@ -85,17 +85,24 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: http::Request<hyper::body::Incoming>,
     limit: usize,
 ) -> Result<T, crate::error::ProxyError> {
-    use crate::error::ProxyError;
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, limit)
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge => ProxyError::RequestTooLarge { limit },
-            ReadError::Io => {
-                ProxyError::InvalidRequest("The request body could not be read.".into())
-            }
-        })?;
-    parse_json(&bytes)
+    parse_json(&read_limited(&parts.headers, body, limit).await?)
+}
+
+/// [`read_body`] with its failures as the edge errors (413, or 400 if the client's body broke).
+///
+/// # Errors
+/// 413 `request_too_large`, 400 `invalid_request`.
+pub async fn read_limited(
+    headers: &http::HeaderMap,
+    body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Bytes, crate::error::ProxyError> {
+    use crate::error::ProxyError;
+    read_body(headers, body, limit).await.map_err(|e| match e {
+        ReadError::TooLarge => ProxyError::RequestTooLarge { limit },
+        ReadError::Io => ProxyError::InvalidRequest("The request body could not be read.".into()),
+    })
 }
 
 /// Parses JSON into `T` with errors that name the field but never echo a value.

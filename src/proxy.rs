@@ -19,7 +19,7 @@ use crate::app::{AppState, RequestCtx};
 use crate::auth::Caller;
 use crate::config::UpstreamMode;
 use crate::error::ProxyError;
-use crate::http_util::{json_response, read_body, Body, ReadError};
+use crate::http_util::{json_response, read_limited, Body};
 use crate::keys::providers;
 use crate::keys::ring::UserCredentials;
 use crate::router::Route;
@@ -149,14 +149,7 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let limit = app.config.limits.max_body_bytes;
     let (parts, body) = req.into_parts();
-    let body = read_body(&parts.headers, body, limit)
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge => ProxyError::RequestTooLarge { limit },
-            ReadError::Io => {
-                ProxyError::InvalidRequest("The request body could not be read.".into())
-            }
-        })?;
+    let body = read_limited(&parts.headers, body, limit).await?;
     let parsed = rewrite::parse(&body).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
     let anthropic = route.anthropic_errors();
     let model = resolve(app, &parsed.model, anthropic)?;

@@ -37,12 +37,14 @@ impl Credential {
         row: &crate::store::ProviderKey,
         plain: Secret<Vec<u8>>,
     ) -> Option<Credential> {
+        /// Only the field direct mode needs; the value is zeroized with the struct.
+        #[derive(serde::Deserialize)]
+        struct ApiKey {
+            #[serde(rename = "apiKey")]
+            api_key: Option<Secret<String>>,
+        }
         let text = std::str::from_utf8(plain.expose()).ok()?;
-        let value: serde_json::Value = serde_json::from_str(text).ok()?;
-        let api_key = value
-            .get("apiKey")
-            .and_then(|k| k.as_str())
-            .map(|k| Secret::new(k.to_string()));
+        let ApiKey { api_key } = serde_json::from_str(text).ok()?;
         Some(Credential {
             key_id: row.id,
             provider: row.provider.clone(),
@@ -159,6 +161,11 @@ impl KeyRing {
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.users.clear();
+    }
+
+    /// Whether the user's credentials are in memory.
+    pub fn is_cached(&self, user_id: Uuid) -> bool {
+        self.users.contains_key(&user_id)
     }
 
     /// Number of users cached (for tests and metrics).

@@ -180,7 +180,8 @@ async fn database_outage_serves_cached_callers_and_recovers() {
     via_relay.url = DatabaseUrl::Postgres(relayed);
     let p = TestProxy::start_with(via_relay, gateway(&fake)).await;
     let _keep_schema = db;
-    let (_, cached) = p.user("alice").await;
+    let (alice, cached) = p.user("alice").await;
+    let alice = uuid::Uuid::parse_str(&alice).unwrap();
     let (_, uncached) = p.user("bob").await;
     add_key(
         &p,
@@ -197,12 +198,18 @@ async fn database_outage_serves_cached_callers_and_recovers() {
     )
     .await;
     let chat = json!({"model": "openai/gpt-4o", "messages": []});
-    assert_eq!(
-        p.post("/v1/chat/completions", &cached, chat.clone())
+    // The NOTIFY of a key insert may arrive after a fill and drop it again: warm the caches
+    // until they stay warm.
+    within(Duration::from_secs(10), async || {
+        let status = p
+            .post("/v1/chat/completions", &cached, chat.clone())
             .await
-            .0,
-        200
-    );
+            .0;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        p.app.keyring.is_cached(alice) && p.app.tokens.has_user(alice)
+    })
+    .await;
 
     relay.cut();
     let (s, b) = p.post("/v1/chat/completions", &cached, chat.clone()).await;
