@@ -508,7 +508,11 @@ impl Config {
                     .base_url
                     .trim_end_matches('/')
                     .to_string(),
-                gateway_api_key: raw.upstream.gateway.api_key,
+                gateway_api_key: raw
+                    .upstream
+                    .gateway
+                    .api_key
+                    .filter(|k| !k.expose().is_empty()),
                 direct: raw
                     .upstream
                     .direct

@@ -293,13 +293,7 @@ async fn forward(
 
 /// The caller's credentials from the key ring, counted as a cache hit or miss.
 async fn credentials(app: &AppState, caller: &Caller) -> Result<Arc<UserCredentials>, ProxyError> {
-    let (creds, result) = app.keyring.get(caller.user_id).await.map_err(|e| {
-        tracing::error!(error = %e, "credential lookup failed");
-        match e {
-            crate::keys::ring::Error::Store(s) => ProxyError::from(s),
-            crate::keys::ring::Error::Open { .. } => ProxyError::Internal,
-        }
-    })?;
+    let (creds, result) = app.keyring.get(caller.user_id).await?;
     app.metrics
         .credential_cache
         .with_label_values(&[result.label()])

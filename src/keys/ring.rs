@@ -74,17 +74,6 @@ impl UserCredentials {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Store(#[from] crate::store::Error),
-    #[error("credential {key_id} could not be opened: {source}")]
-    Open {
-        key_id: Uuid,
-        source: super::crypto::Error,
-    },
-}
-
 /// Cache outcome of a lookup, for the `byok_credential_cache_total{result}` metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheResult {
@@ -122,9 +111,11 @@ impl KeyRing {
     /// The user's active credentials; from memory on a hit.
     ///
     /// # Errors
-    /// On a miss: the store failed, or a stored credential does not open (never returned as
-    /// a secret: the error names the key id only).
-    pub async fn get(&self, user_id: Uuid) -> Result<(Arc<UserCredentials>, CacheResult), Error> {
+    /// On a miss, the store failed.
+    pub async fn get(
+        &self,
+        user_id: Uuid,
+    ) -> Result<(Arc<UserCredentials>, CacheResult), crate::store::Error> {
         if let Some(c) = self.users.get(&user_id) {
             return Ok((c.clone(), CacheResult::Hit));
         }
@@ -132,17 +123,22 @@ impl KeyRing {
         let rows = self.store.list_keys(user_id).await?;
         let mut by_provider: HashMap<String, Vec<Arc<Credential>>> = HashMap::new();
         for row in rows.iter().filter(|k| k.is_active) {
-            let open_failed = |source| Error::Open {
-                key_id: row.id,
-                source,
-            };
-            let plain = super::open(&self.vault, row).map_err(open_failed)?;
-            let cred = Credential::from_plaintext(row, plain)
-                .ok_or_else(|| open_failed(super::crypto::Error::OpenFailed))?;
-            by_provider
-                .entry(row.provider.clone())
-                .or_default()
-                .push(Arc::new(cred));
+            // A credential that does not open (copied ciphertext, missing old key) is left out
+            // and logged: the user's other keys keep working.
+            let cred = super::open(&self.vault, row)
+                .ok()
+                .and_then(|plain| Credential::from_plaintext(row, plain));
+            match cred {
+                Some(cred) => by_provider
+                    .entry(row.provider.clone())
+                    .or_default()
+                    .push(Arc::new(cred)),
+                None => tracing::error!(
+                    key_id = %row.id,
+                    provider = %row.provider,
+                    "stored credential does not open with any configured master key; skipping it"
+                ),
+            }
         }
         let creds = Arc::new(UserCredentials { by_provider });
         if self.epoch.load(Ordering::Acquire) == epoch {

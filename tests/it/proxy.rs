@@ -955,3 +955,69 @@ async fn claude_code_style_messages_request() {
         json!({"anthropic": [{"apiKey": "sk-ant-user-00000000002"}]})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_that_does_not_open_is_skipped_not_sent() {
+    let fake = FakeUpstream::start().await;
+    let p = proxy_for(&fake, |_| {}).await;
+    let (uid, token) = p.user("alice").await;
+    let uid = uuid::Uuid::parse_str(&uid).unwrap();
+    add_key(
+        &p,
+        &token,
+        "openai",
+        json!({"apiKey": "sk-openai-good-000000001"}),
+    )
+    .await;
+    add_key(
+        &p,
+        &token,
+        "anthropic",
+        json!({"apiKey": "sk-ant-original-0000001"}),
+    )
+    .await;
+    // Copy the OpenAI ciphertext onto the Anthropic row: the AAD no longer matches.
+    let store = &p.app.store;
+    let keys = store.list_keys(uid).await.unwrap();
+    let openai = keys
+        .iter()
+        .find(|k| k.provider == "openai")
+        .unwrap()
+        .clone();
+    let mut forged = keys
+        .iter()
+        .find(|k| k.provider == "anthropic")
+        .unwrap()
+        .clone();
+    forged.sealed = openai.sealed.clone();
+    let audit = || byok_proxy::store::AuditEntry {
+        actor_user_id: None,
+        action: "key.created",
+        target: None,
+        detail: json!({}),
+        request_id: None,
+        remote_addr: None,
+    };
+    assert!(store.delete_key(uid, forged.id, audit()).await.unwrap());
+    store.insert_key(forged, audit()).await.unwrap();
+    p.app.keyring.invalidate(uid);
+    let (s, b) = p
+        .post(
+            "/v1/chat/completions",
+            &token,
+            json!({"model": "anthropic/claude-sonnet-4.5"}),
+        )
+        .await;
+    assert_error(s, &b, 403, "no_provider_key");
+    assert!(!b.to_string().contains("sk-openai-good"));
+    let (s, _) = p
+        .post(
+            "/v1/chat/completions",
+            &token,
+            json!({"model": "openai/gpt-4o"}),
+        )
+        .await;
+    assert_eq!(s, 200, "the user's other keys keep working");
+    assert_eq!(fake.request_count(), 1);
+    assert!(!String::from_utf8_lossy(&fake.requests()[0].body).contains("anthropic"));
+}
