@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 /// Everything a request may need, shared by all connections.
@@ -81,9 +82,12 @@ impl RequestCtx {
 }
 
 /// A global in-flight slot, counted in the `byok_in_flight_requests` gauge while held.
+/// Everything a response holds until its body ends: the global slot and the caller's
+/// concurrency permit (one wrapper, so a stream pays for one extra layer only).
 struct InFlight {
     gauge: prometheus::IntGauge,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: OwnedSemaphorePermit,
+    _user: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for InFlight {
@@ -182,9 +186,13 @@ impl AppState {
             start,
         };
         let span = tracing::info_span!("request", id = %request_id, route = label);
+        let mut user_permit = None;
         let (result, user, slot) = match self.limits.enter(&self.metrics) {
             Ok(slot) => {
-                let (result, user) = self.dispatch(route, req, ctx).instrument(span).await;
+                let (result, user) = self
+                    .dispatch(route, req, ctx, &mut user_permit)
+                    .instrument(span)
+                    .await;
                 (result, user, Some(slot))
             }
             Err(e) => (Err(e), None, None),
@@ -207,6 +215,7 @@ impl AppState {
             let in_flight = InFlight {
                 gauge: self.metrics.in_flight.clone(),
                 _slot: slot,
+                _user: user_permit,
             };
             resp = crate::http_util::guard_body(resp, in_flight);
         }
@@ -236,6 +245,7 @@ impl AppState {
         route: Route,
         req: Request<Incoming>,
         ctx: RequestCtx,
+        user_permit: &mut Option<OwnedSemaphorePermit>,
     ) -> (Result<Response<Body>, ProxyError>, Option<uuid::Uuid>) {
         match route.access() {
             Access::Open => (self.open_route(route).await, None),
@@ -253,7 +263,8 @@ impl AppState {
             Access::App => match self.authenticate(&req, &ctx).await {
                 Ok(caller) => {
                     let user = caller.user_id;
-                    (self.app_route(route, req, &ctx, caller).await, Some(user))
+                    let result = self.app_route(route, req, &ctx, caller, user_permit).await;
+                    (result, Some(user))
                 }
                 Err(e) => (Err(e), None),
             },
@@ -337,8 +348,11 @@ impl AppState {
         req: Request<Incoming>,
         ctx: &RequestCtx,
         caller: Caller,
+        user_permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Response<Body>, ProxyError> {
         let admission = self.limits.admit(&caller, &self.metrics).await?;
+        // Held by the response body, with the global slot (see `handle`).
+        *user_permit = Some(admission.permit);
         let resp = match route {
             Route::ChatCompletions
             | Route::Embeddings
@@ -349,7 +363,7 @@ impl AppState {
             | Route::Model(_) => crate::proxy::handle(self, route, req, ctx, &caller).await,
             _ => crate::api::handle(self, route, req, ctx, &caller).await,
         }?;
-        let mut resp = crate::http_util::guard_body(resp, admission.permit);
+        let mut resp = resp;
         let h = resp.headers_mut();
         h.insert(
             "x-ratelimit-limit-requests",

@@ -145,6 +145,14 @@ pub struct TokenRecord {
     pub user: User,
 }
 
+/// Marks the active keys of one user and provider as used at `at`.
+#[derive(Debug, Clone)]
+pub struct KeyTouch {
+    pub user_id: Uuid,
+    pub provider: String,
+    pub at: DateTime<Utc>,
+}
+
 /// A re-sealed credential for `key rotate`: written only if the row still has `old_version`.
 pub struct Reseal {
     pub id: Uuid,
@@ -354,7 +362,22 @@ impl Store {
     /// # Errors
     /// Database failure (the batch is rolled back).
     pub async fn insert_usage(&self, records: &[crate::usage::UsageRecord]) -> Result<()> {
-        dispatch!(self, s => s.insert_usage(records).await)
+        // One last_used_at update per (user, provider) per batch, not one per record.
+        let mut touches: Vec<KeyTouch> = Vec::new();
+        for r in records.iter().filter(|r| r.status == "ok") {
+            match touches
+                .iter_mut()
+                .find(|t| t.user_id == r.user_id && t.provider == r.provider)
+            {
+                Some(t) => t.at = t.at.max(r.created_at),
+                None => touches.push(KeyTouch {
+                    user_id: r.user_id,
+                    provider: r.provider.clone(),
+                    at: r.created_at,
+                }),
+            }
+        }
+        dispatch!(self, s => s.insert_usage(records, &touches).await)
     }
 
     /// The user's usage by day (UTC) and model, newest day first.

@@ -562,7 +562,11 @@ impl PgStore {
         Ok(changed)
     }
 
-    pub async fn insert_usage(&self, records: &[crate::usage::UsageRecord]) -> Result<()> {
+    pub async fn insert_usage(
+        &self,
+        records: &[crate::usage::UsageRecord],
+        touches: &[super::KeyTouch],
+    ) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(q)?;
         let ins = tx
@@ -599,11 +603,11 @@ impl PgStore {
             )
             .await
             .map_err(q)?;
-            if r.status == "ok" {
-                tx.execute(&touch, &[&r.created_at, &r.user_id, &r.provider])
-                    .await
-                    .map_err(q)?;
-            }
+        }
+        for t in touches {
+            tx.execute(&touch, &[&t.at, &t.user_id, &t.provider])
+                .await
+                .map_err(q)?;
         }
         tx.commit().await.map_err(q)
     }

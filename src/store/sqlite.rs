@@ -631,8 +631,13 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn insert_usage(&self, records: &[crate::usage::UsageRecord]) -> Result<()> {
+    pub async fn insert_usage(
+        &self,
+        records: &[crate::usage::UsageRecord],
+        touches: &[super::KeyTouch],
+    ) -> Result<()> {
         let records = records.to_vec();
+        let touches = touches.to_vec();
         self.call(move |conn| {
             let tx = conn.transaction().map_err(q)?;
             {
@@ -664,11 +669,11 @@ impl SqliteStore {
                         r.usage.is_byok
                     ])
                     .map_err(q)?;
-                    if r.status == "ok" {
-                        touch
-                            .execute(params![ts(r.created_at), r.user_id.to_string(), r.provider])
-                            .map_err(q)?;
-                    }
+                }
+                for t in &touches {
+                    touch
+                        .execute(params![ts(t.at), t.user_id.to_string(), t.provider])
+                        .map_err(q)?;
                 }
             }
             tx.commit().map_err(q)
