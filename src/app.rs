@@ -135,7 +135,7 @@ impl AppState {
         let catalog = Catalog::new(&config.upstream.gateway_base_url, config.models.catalog_ttl);
         let metrics = Arc::new(Metrics::new()?);
         let limits = Limits::new(&config.limits)?;
-        let usage = Recorder::spawn(store.clone(), metrics.clone(), 10_000);
+        let usage = Recorder::spawn(store.clone(), metrics.clone(), 65_536);
         let listen_url = store.listen_url();
         let app = Arc::new(AppState {
             health: crate::health::Health::new(config.health.clone()),

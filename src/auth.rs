@@ -70,8 +70,11 @@ pub fn extract_token(headers: &HeaderMap) -> Option<Secret<String>> {
 const TTL: Duration = Duration::from_secs(30);
 
 struct Entry {
-    record: TokenRecord,
+    record: Arc<TokenRecord>,
     at: Instant,
+    /// Set while one request re-reads an expired entry; the others keep using it meanwhile,
+    /// so an expiry costs one database lookup, not one per request in flight.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 /// Token hash -> token and user, filled on first use.
@@ -94,17 +97,20 @@ impl TokenCache {
             return Ok(AuthResult::Unknown);
         }
         let hash = hash_token(token.expose());
-        let cached = self
-            .map
-            .get(&hash)
-            .map(|e| (e.record.clone(), e.at.elapsed() < TTL));
+        let cached = self.map.get(&hash).map(|e| {
+            let fresh = e.at.elapsed() < TTL
+                || e.refreshing.swap(true, std::sync::atomic::Ordering::AcqRel);
+            (e.record.clone(), fresh)
+        });
         let record = match cached {
             Some((r, true)) => r,
             stale => match store.token_by_hash(&hash).await {
                 Ok(Some(r)) => {
+                    let r = Arc::new(r);
                     let entry = Entry {
                         record: r.clone(),
                         at: Instant::now(),
+                        refreshing: false.into(),
                     };
                     self.map.insert(hash, entry);
                     r
@@ -113,12 +119,19 @@ impl TokenCache {
                     self.map.remove(&hash);
                     return Ok(AuthResult::Unknown);
                 }
-                Err(e) => match (e, stale) {
-                    // The database is down: nothing can have changed since this entry was
-                    // read, so it keeps serving until the database is back.
-                    (crate::store::Error::Unavailable(_), Some((r, _))) => r,
-                    (e, _) => return Err(e),
-                },
+                Err(e) => {
+                    if let Some(entry) = self.map.get(&hash) {
+                        entry
+                            .refreshing
+                            .store(false, std::sync::atomic::Ordering::Release);
+                    }
+                    match (e, stale) {
+                        // The database is down: nothing can have changed since this entry was
+                        // read, so it keeps serving until the database is back.
+                        (crate::store::Error::Unavailable(_), Some((r, _))) => r,
+                        (e, _) => return Err(e),
+                    }
+                }
             },
         };
         Ok(classify(&record))
