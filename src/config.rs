@@ -320,6 +320,14 @@ struct RawLog {
     level: String,
 }
 
+/// Settings that hold secrets: their values never appear in an error message.
+const SECRET_SETTINGS: &[&str] = &[
+    "crypto.master_key",
+    "crypto.old_keys",
+    "upstream.gateway.api_key",
+    "admin.token",
+];
+
 /// Top-level settings, overridable as `BYOK_<KEY>`.
 const TOP_LEVEL: &[&str] = &["listen", "public_base_url", "shutdown_timeout"];
 
@@ -394,9 +402,15 @@ impl Config {
         let raw: Raw = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
             |e: serde_path_to_error::Error<toml::de::Error>| {
                 let key = e.path().to_string();
+                let message = if SECRET_SETTINGS.iter().any(|s| key.starts_with(s)) {
+                    // serde quotes the offending value; for these settings it may be a secret.
+                    "has the wrong type: it takes a string".to_string()
+                } else {
+                    e.into_inner().message().to_string()
+                };
                 Error::Invalid {
                     origin: origin_of(&key),
-                    message: e.into_inner().message().to_string(),
+                    message,
                     key,
                 }
             },
@@ -627,17 +641,18 @@ fn set_path(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), String>
         Some(toml::Value::Integer(_)) => toml::Value::Integer(
             raw.trim()
                 .parse()
-                .map_err(|_| format!("`{raw}` is not a whole number"))?,
+                .map_err(|_| "is not a whole number".to_string())?,
         ),
         Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
             raw.trim()
                 .parse()
-                .map_err(|_| format!("`{raw}` is not true or false"))?,
+                .map_err(|_| "is not true or false".to_string())?,
         ),
         _ => {
-            let doc: toml::Table = format!("v = {raw}")
-                .parse()
-                .map_err(|_| format!("`{raw}` is not a TOML value"))?;
+            let doc: toml::Table = format!("v = {raw}").parse().map_err(|_| {
+                "is not a TOML value (a list looks like [\"a\", \"b\"], a table like { k = \"v\" })"
+                    .to_string()
+            })?;
             doc.get("v").cloned().ok_or("empty value")?
         }
     };

@@ -95,3 +95,16 @@ fn file_layer_applies() {
     std::fs::write(&path, "[models.aliases]\n\"gpt-4o\" = \"gpt-4o\"\n").unwrap();
     assert!(Config::load(Some(&path), &EnvMap::new()).is_err());
 }
+
+#[test]
+fn secret_settings_are_never_echoed() {
+    for (var, value) in [
+        ("BYOK_CRYPTO__OLD_KEYS", "sk-not-a-list-SECRET"),
+        ("BYOK_ADMIN__TOKEN", "[\"SECRET-in-a-list\"]"),
+    ] {
+        let e = Config::load(None, &env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+}
