@@ -4,6 +4,9 @@
 
 mod key_test;
 
+/// The OpenAPI 3 description of `/api` and `/admin`, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("api/openapi.json");
+
 use crate::app::{AppState, RequestCtx};
 use crate::auth::Caller;
 use crate::error::ProxyError;

@@ -291,6 +291,14 @@ impl AppState {
                 }
             },
             Route::Ui(path) if self.config.ui_enabled => crate::ui::serve(&path),
+            Route::OpenApi => {
+                let mut resp = Response::new(crate::http_util::full(crate::api::OPENAPI));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Ok(resp)
+            }
             Route::Metrics if self.config.metrics_enabled => {
                 self.update_health_gauge();
                 let mut resp = Response::new(crate::http_util::full(self.metrics.render()));
