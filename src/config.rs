@@ -102,6 +102,8 @@ pub struct Config {
     pub ui_enabled: bool,
     pub health: HealthConfig,
     pub log: LogConfig,
+    /// Things worth telling the operator that are not errors (logged at start).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,6 +333,9 @@ const SECRET_SETTINGS: &[&str] = &[
 /// Top-level settings, overridable as `BYOK_<KEY>`.
 const TOP_LEVEL: &[&str] = &["listen", "public_base_url", "shutdown_timeout"];
 
+/// `BYOK_*` variables that are not settings (the CLI's `BYOK_CONFIG`, the test suite's own).
+const NOT_SETTINGS: &[&str] = &["BYOK_CONFIG", "BYOK_TEST_", "BYOK_SDK_", "BYOK_UI_"];
+
 /// Environment variables with a fixed name, mapped to their setting.
 const NAMED_ENV: &[(&str, &str)] = &[
     ("BYOK_MASTER_KEY", "crypto.master_key"),
@@ -355,6 +360,7 @@ impl Config {
                     message: e.to_string(),
                 })?;
         let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        let mut warnings = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
                 path: path.to_path_buf(),
@@ -375,6 +381,12 @@ impl Config {
                     // Top-level settings have no section: BYOK_LISTEN, BYOK_PUBLIC_BASE_URL, ...
                     let key = rest.to_ascii_lowercase();
                     if !TOP_LEVEL.contains(&key.as_str()) {
+                        if !NOT_SETTINGS.iter().any(|p| var.starts_with(p)) {
+                            warnings.push(format!(
+                                "{var} is not a setting and is ignored (sections are separated by \
+                                 a double underscore, e.g. BYOK_LIMITS__BURST)"
+                            ));
+                        }
                         continue;
                     }
                 }
@@ -415,11 +427,13 @@ impl Config {
                 }
             },
         )?;
-        Config::check(raw).map_err(|(key, message)| Error::Invalid {
+        let mut config = Config::check(raw).map_err(|(key, message)| Error::Invalid {
             origin: origin_of(key),
             key: key.to_string(),
             message,
-        })
+        })?;
+        config.warnings = warnings;
+        Ok(config)
     }
 
     fn check(raw: Raw) -> Result<Config, (&'static str, String)> {
@@ -563,6 +577,7 @@ impl Config {
                 format: raw.log.format,
                 level: raw.log.level,
             },
+            warnings: Vec::new(),
         })
     }
 

@@ -27,7 +27,13 @@ pub fn main() -> ExitCode {
     };
     let quiet = !matches!(cli.command, Command::Serve);
     crate::telemetry::init(&config.log, quiet);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     if let Command::CheckConfig = cli.command {
+        for w in &config.warnings {
+            println!("warning: {w}");
+        }
         println!(
             "configuration OK{}",
             file.map(|f| format!(" ({})", f.display()))

@@ -51,6 +51,9 @@ fn env_overrides_file_and_defaults() {
     assert_eq!(c.admin_token.unwrap().expose(), "12345");
     assert!(!c.metrics_enabled);
     assert_eq!(c.listen.port(), 9000);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = Config::load(None, &env(&[("BYOK_LISTN", "127.0.0.1:1")])).unwrap();
+    assert!(c.warnings[0].contains("BYOK_LISTN"), "{:?}", c.warnings);
 }
 
 #[test]
