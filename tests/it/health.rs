@@ -5,7 +5,7 @@
 
 use crate::common::assert_error;
 use crate::common::fake_upstream::{Behavior, FakeUpstream};
-use crate::proxy::{add_key, proxy_for};
+use crate::proxy::{add_key, alice_with_openai_key, proxy_for};
 use serde_json::{json, Value};
 
 fn status_of(health: &Value, provider: &str) -> (String, Value) {
@@ -26,14 +26,7 @@ async fn a_failing_provider_degrades_goes_down_and_recovers() {
         env.insert("BYOK_UPSTREAM__FIRST_BYTE_TIMEOUT".into(), "300ms".into());
     })
     .await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     add_key(
         &p,
         &token,

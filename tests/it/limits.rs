@@ -4,7 +4,7 @@
 
 use crate::common::fake_upstream::{chat_stream_chunks, Behavior, FakeUpstream};
 use crate::common::{assert_error, Backend, TestDb, TestProxy};
-use crate::proxy::{add_key, proxy_for};
+use crate::proxy::{alice_with_openai_key, proxy_for};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,14 +90,7 @@ async fn concurrency_permit_lives_as_long_as_the_stream() {
         env.insert("BYOK_LIMITS__MAX_CONCURRENT_REQUESTS".into(), "1".into());
     })
     .await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     fake.push(Behavior::Stream {
         chunks: chat_stream_chunks("openai/gpt-4o", true),
         delay: Duration::from_millis(150),
@@ -157,14 +150,7 @@ async fn global_overload_sheds_with_503() {
         env.insert("BYOK_LIMITS__MAX_IN_FLIGHT".into(), "1".into());
     })
     .await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     fake.push(Behavior::Stream {
         chunks: chat_stream_chunks("openai/gpt-4o", true),
         delay: Duration::from_millis(150),

@@ -34,6 +34,19 @@ pub async fn add_key(p: &TestProxy, token: &str, provider: &str, credentials: Va
     k["id"].as_str().unwrap().to_string()
 }
 
+/// User `alice` with one OpenAI key (`sk-openai-user-0000000001`); returns her token.
+pub async fn alice_with_openai_key(p: &TestProxy) -> String {
+    let (_, token) = p.user("alice").await;
+    add_key(
+        p,
+        &token,
+        "openai",
+        json!({"apiKey": "sk-openai-user-0000000001"}),
+    )
+    .await;
+    token
+}
+
 async fn raw_post(p: &TestProxy, path: &str, token: &str, body: &'static str) -> reqwest::Response {
     p.http
         .post(p.url(path))
@@ -137,14 +150,7 @@ async fn chat_completion_carries_byok_and_keeps_every_other_byte() {
 async fn every_route_reaches_upstream_with_byok() {
     let fake = FakeUpstream::start().await;
     let p = proxy_for(&fake, |_| {}).await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     add_key(
         &p,
         &token,
@@ -228,14 +234,7 @@ async fn fallback_and_serving_providers_are_included_others_not() {
         );
     })
     .await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     add_key(
         &p,
         &token,
@@ -281,14 +280,7 @@ async fn fallback_and_serving_providers_are_included_others_not() {
 async fn streams_pass_through_unchanged_and_promptly() {
     let fake = FakeUpstream::start().await;
     let p = proxy_for(&fake, |_| {}).await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     let chunks = chat_stream_chunks("openai/gpt-4o", true);
     fake.push(Behavior::Stream {
         chunks: chunks.clone(),
@@ -330,14 +322,7 @@ async fn streams_pass_through_unchanged_and_promptly() {
 async fn client_disconnect_drops_the_upstream_request() {
     let fake = FakeUpstream::start().await;
     let p = proxy_for(&fake, |_| {}).await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     fake.push(Behavior::Stream {
         chunks: chat_stream_chunks("openai/gpt-4o", true),
         delay: Duration::from_millis(400),
@@ -543,14 +528,7 @@ async fn upstream_unreachable_and_first_byte_timeout() {
         );
     })
     .await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     let (s, b) = p
         .post(
             "/v1/chat/completions",
@@ -567,14 +545,7 @@ async fn upstream_unreachable_and_first_byte_timeout() {
         env.insert("BYOK_UPSTREAM__FIRST_BYTE_TIMEOUT".into(), "300ms".into());
     })
     .await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     let (s, b) = p
         .post(
             "/v1/chat/completions",
@@ -673,14 +644,7 @@ async fn stale_catalog_is_served_when_refresh_fails() {
         env.insert("BYOK_MODELS__CATALOG_TTL".into(), "50ms".into());
     })
     .await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     assert_eq!(p.get("/v1/models", &token).await.0, 200);
     fake.set_default(Behavior::Status {
         status: 503,

@@ -4,7 +4,7 @@
 
 use crate::common::fake_upstream::{Behavior, FakeUpstream};
 use crate::common::TestProxy;
-use crate::proxy::{add_key, proxy_for};
+use crate::proxy::{add_key, alice_with_openai_key, proxy_for};
 use byok_proxy::config::DatabaseUrl;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -42,14 +42,7 @@ async fn stream_text(p: &TestProxy, path: &str, token: &str, body: Value) -> Str
 async fn usage_is_recorded_for_json_and_every_stream() {
     let fake = FakeUpstream::start().await;
     let p = proxy_for(&fake, |_| {}).await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     add_key(
         &p,
         &token,
@@ -146,14 +139,7 @@ async fn usage_is_recorded_for_json_and_every_stream() {
 async fn aborted_streams_are_recorded_as_aborted() {
     let fake = FakeUpstream::start().await;
     let p = proxy_for(&fake, |_| {}).await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     // Upstream drops mid-stream.
     let chunks = crate::common::fake_upstream::chat_stream_chunks("openai/gpt-4o", true);
     fake.push(Behavior::DropMidStream {
@@ -203,14 +189,7 @@ async fn aborted_streams_are_recorded_as_aborted() {
 async fn metrics_expose_every_family_and_move() {
     let fake = FakeUpstream::start().await;
     let p = proxy_for(&fake, |_| {}).await;
-    let (_, token) = p.user("alice").await;
-    add_key(
-        &p,
-        &token,
-        "openai",
-        json!({"apiKey": "sk-openai-user-0000000001"}),
-    )
-    .await;
+    let token = alice_with_openai_key(&p).await;
     let scrape = || async {
         p.http
             .get(p.url("/metrics"))
