@@ -113,7 +113,7 @@ pub async fn create_token(
         .collect();
     let audit = AuditEntry {
         target: Some(crate::store::user_target(user.id)),
-        detail: serde_json::json!({ "token_id": id, "prefix": prefix, "name": name }),
+        detail: serde_json::json!({ "token_id": id, "name": name }),
         ..audit
     };
     let record = store
