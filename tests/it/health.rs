@@ -163,15 +163,7 @@ async fn a_failing_provider_degrades_goes_down_and_recovers() {
     assert_eq!(status, "healthy", "{e}");
 
     // The gauge.
-    let m = p
-        .http
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = p.metrics().await;
     assert!(
         m.contains("byok_provider_health{provider=\"openai\",status=\"healthy\"} 1"),
         "{m}"

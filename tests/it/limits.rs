@@ -3,7 +3,7 @@
 //! shared by two instances with a fallback when Redis dies.
 
 use crate::common::fake_upstream::{chat_stream_chunks, Behavior, FakeUpstream};
-use crate::common::{assert_error, Backend, TestDb, TestProxy};
+use crate::common::{assert_error, within, Backend, TestDb, TestProxy};
 use crate::proxy::{alice_with_openai_key, proxy_for};
 use serde_json::json;
 use std::sync::Arc;
@@ -68,15 +68,7 @@ async fn exact_counts_under_64_concurrent_clients() {
         }
     }
     assert_eq!((ok, limited), (10, 54));
-    let metrics = p
-        .http
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     assert!(
         metrics.contains("byok_rate_limited_total{limit=\"requests\"} 54"),
         "{metrics}"
@@ -95,15 +87,7 @@ async fn concurrency_permit_lives_as_long_as_the_stream() {
         chunks: chat_stream_chunks("openai/gpt-4o", true),
         delay: Duration::from_millis(150),
     });
-    let mut stream = p
-        .http
-        .post(p.url("/v1/chat/completions"))
-        .bearer_auth(&token)
-        .json(&json!({"model": "openai/gpt-4o", "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
+    let mut stream = p.open_stream(&token).await;
     // Headers are sent, the body is still streaming: the permit is still held.
     let (s, b) = p
         .post(
@@ -120,22 +104,11 @@ async fn concurrency_permit_lives_as_long_as_the_stream() {
     while stream.chunk().await.unwrap().is_some() {}
     drop(stream);
     // Released at the end of the body.
-    let mut status = 0;
-    for _ in 0..50 {
-        status = p
-            .post(
-                "/v1/chat/completions",
-                &token,
-                json!({"model": "openai/gpt-4o"}),
-            )
-            .await
-            .0;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(status, 200);
+    within(Duration::from_secs(1), async || {
+        let chat = json!({"model": "openai/gpt-4o"});
+        p.post("/v1/chat/completions", &token, chat).await.0 == 200
+    })
+    .await;
     assert_eq!(
         fake.request_count(),
         2,
@@ -155,15 +128,7 @@ async fn global_overload_sheds_with_503() {
         chunks: chat_stream_chunks("openai/gpt-4o", true),
         delay: Duration::from_millis(150),
     });
-    let mut stream = p
-        .http
-        .post(p.url("/v1/chat/completions"))
-        .bearer_auth(&token)
-        .json(&json!({"model": "openai/gpt-4o", "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
+    let mut stream = p.open_stream(&token).await;
     let resp = p
         .http
         .get(p.url("/api/keys"))
@@ -177,15 +142,10 @@ async fn global_overload_sheds_with_503() {
     assert_error(503, &b, 503, "overloaded");
     while stream.chunk().await.unwrap().is_some() {}
     drop(stream);
-    let mut status = 0;
-    for _ in 0..50 {
-        status = p.get("/api/keys", &token).await.0;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(status, 200);
+    within(Duration::from_secs(1), async || {
+        p.get("/api/keys", &token).await.0 == 200
+    })
+    .await;
 }
 
 /// A Redis server of the test's own, on its own port.
@@ -261,15 +221,7 @@ async fn redis_limits_are_shared_and_fall_back_when_redis_dies() {
             _ => panic!("{s} {body}"),
         }
     }
-    let metrics = a
-        .http
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metrics.contains("byok_redis_fallback_total 0"),
         "Redis was not used: {metrics}"
@@ -283,15 +235,7 @@ async fn redis_limits_are_shared_and_fall_back_when_redis_dies() {
             let (s, body) = p.get("/api/keys", &token).await;
             assert_eq!(s, 200, "{body}");
         }
-        let metrics = p
-            .http
-            .get(p.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = p.metrics().await;
         let line = metrics
             .lines()
             .find(|l| l.starts_with("byok_redis_fallback_total "))

@@ -3,30 +3,18 @@
 //! callers keep working, others get 503, `/readyz` says not ready, and all recovers unaided.
 
 use crate::common::fake_upstream::FakeUpstream;
-use crate::common::{assert_error, pg_base_url, Backend, TestDb, TestProxy};
+use crate::common::{assert_error, pg_base_url, within, Backend, TestDb, TestProxy};
 use crate::proxy::{add_key, GATEWAY_KEY};
 use byok_proxy::config::DatabaseUrl;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn gateway(fake: &FakeUpstream) -> impl Fn(&mut byok_proxy::config::EnvMap) + '_ {
     move |env| {
         env.insert("BYOK_UPSTREAM__GATEWAY__BASE_URL".into(), fake.base_url());
         env.insert("AI_GATEWAY_API_KEY".into(), GATEWAY_KEY.into());
-    }
-}
-
-/// Polls `check` until it holds, for at most `limit`; returns how long it took.
-async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

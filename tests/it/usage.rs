@@ -190,16 +190,6 @@ async fn metrics_expose_every_family_and_move() {
     let fake = FakeUpstream::start().await;
     let p = proxy_for(&fake, |_| {}).await;
     let token = alice_with_openai_key(&p).await;
-    let scrape = || async {
-        p.http
-            .get(p.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     // The gateway says it fell back to the operator's credentials.
     fake.push(Behavior::Json {
         status: 200,
@@ -238,7 +228,7 @@ async fn metrics_expose_every_family_and_move() {
     );
     assert_eq!(p.get("/api/keys", "bkp_nope").await.0, 401);
     p.app.usage.flush().await;
-    let m = scrape().await;
+    let m = p.metrics().await;
     for family in [
         "byok_http_requests_total",
         "byok_http_request_duration_seconds",

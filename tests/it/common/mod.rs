@@ -333,6 +333,33 @@ impl TestProxy {
         (status, json)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Starts a streamed chat completion and returns once its headers arrived (the body is
+    /// still coming).
+    pub async fn open_stream(&self, token: &str) -> reqwest::Response {
+        let resp = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"model": "openai/gpt-4o", "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, token, None).await
     }
@@ -348,6 +375,19 @@ impl Drop for TestProxy {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, failing the test after `limit`; returns how long
+/// it took.
+pub async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
