@@ -32,6 +32,17 @@ async fn run_ok(mut c: Command, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
+/// Waits (at most 10 s) until the server at `base` answers `/readyz` with 200.
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    crate::common::within(Duration::from_secs(10), async || {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -110,20 +121,7 @@ async fn newcomer_flow_through_the_binary_never_logs_secrets() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "server did not become ready");
+    wait_ready(&http, &base).await;
 
     let secret = "sk-proj-BINARYTEST-never-log-me-0123456789";
     let resp = http
@@ -364,17 +362,7 @@ async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
     let mut server = c.arg("serve").stderr(Stdio::piped()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &base).await;
     let resp = http
         .post(format!("{base}/api/keys"))
         .bearer_auth(&token)
@@ -475,12 +463,7 @@ async fn cli_changes_reach_a_running_server() {
                 .unwrap_or(0)
         }
     };
-    for _ in 0..200 {
-        if status(alice.clone()).await == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &base).await;
     // Both tokens are now cached by the server.
     assert_eq!(status(alice.clone()).await, 200);
     assert_eq!(status(bob.clone()).await, 200);
