@@ -84,7 +84,7 @@ fn warm_lookup(c: &mut Criterion) {
             MasterKey::generate().to_base64().expose().clone(),
         );
         let config = byok_proxy::config::Config::load(None, &env).unwrap();
-        let app = byok_proxy::app::AppState::build(config).await.unwrap();
+        let app = byok_proxy::state::AppState::build(config).await.unwrap();
         let audit = || byok_proxy::store::AuditEntry {
             actor_user_id: None,
             action: "bench",
@@ -112,7 +112,12 @@ fn warm_lookup(c: &mut Criterion) {
     });
     c.bench_function("token_and_credentials_warm", |b| {
         b.to_async(&rt).iter(|| async {
-            let auth = app.tokens.authenticate(&app.store, &token).await.unwrap();
+            let auth = app
+                .auth
+                .tokens
+                .authenticate(&app.store, &token)
+                .await
+                .unwrap();
             let byok_proxy::auth::AuthResult::Valid(caller) = auth else {
                 panic!("token invalid")
             };

@@ -4,10 +4,11 @@
 
 use crate::accounts;
 use crate::api::path_id;
-use crate::app::{AppState, RequestCtx};
 use crate::error::ProxyError;
-use crate::http_util::{double_option, empty, json_response, read_json, Body};
+use crate::http_util::{double_option, empty, json_response, Body};
+use crate::request::{read_json, RequestCtx};
 use crate::router::Route;
+use crate::state::AppState;
 use crate::store::{AuditFilter, User, UserPatch};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -75,7 +76,7 @@ pub async fn handle(
     ctx: &RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     let method = req.method().clone();
-    let body_limit = app.config.limits.max_body_bytes.min(ADMIN_BODY_LIMIT);
+    let body_limit = app.body_limits(ADMIN_BODY_LIMIT);
     match (route, method) {
         (Route::AdminUsers, Method::GET) => {
             let users = app.store.list_users().await?;

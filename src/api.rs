@@ -4,15 +4,13 @@
 
 mod key_test;
 
-/// The OpenAPI 3 description of `/api` and `/admin`, served at `/openapi.json`.
-pub const OPENAPI: &str = include_str!("api/openapi.json");
-
-use crate::app::{AppState, RequestCtx};
 use crate::auth::Caller;
 use crate::error::ProxyError;
-use crate::http_util::{double_option, empty, json_response, read_json, Body};
+use crate::http_util::{double_option, empty, json_response, Body};
 use crate::keys::{self, providers, KeyView};
+use crate::request::{read_json, RequestCtx};
 use crate::router::Route;
+use crate::state::AppState;
 use crate::store::{AuditFilter, KeyPatch};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -77,7 +75,7 @@ pub async fn handle(
     caller: &Caller,
 ) -> Result<Response<Body>, ProxyError> {
     let method = req.method().clone();
-    let body_limit = app.config.limits.max_body_bytes.min(API_BODY_LIMIT);
+    let body_limit = app.body_limits(API_BODY_LIMIT);
     match (route, method) {
         (Route::Me, Method::GET) => Ok(json_response(
             StatusCode::OK,

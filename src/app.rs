@@ -1,415 +1,241 @@
-//! `AppState` and the request pipeline. The steps, outermost first:
+//! The request spine. Every request runs these stages, in this order, all written in
+//! [`handle`]:
 //!
-//! 1. `server::run` accepts and hands each request to [`App::handle`].
-//! 2. Request id: `x-request-id` is propagated (if sane) or minted, and echoed on the response;
-//!    a tracing span carries it and the route label.
-//! 3. Router -> [`Route`]; operations routes (`/healthz`, `/readyz`) answer without auth.
-//! 4. Auth on every route outside the open allowlist: app token -> [`Caller`] (cached), or the
-//!    admin token (constant-time) on `/admin`. Failed app-token attempts are audited off the
-//!    request path.
-//! 5. Handler: bodies are read through a size limit (413), JSON is checked into typed requests,
-//!    and every error becomes the OpenAI envelope (Anthropic's on `/v1/messages*`).
-//! 6. One access log line per request: id, route, status, duration, user.
+//! 1. **Context**: the request id (the client's `x-request-id` when it is short and plain,
+//!    else a fresh UUID), the peer and the arrival time ([`RequestCtx`]); the [`Route`].
+//! 2. **Overload**: a global in-flight [`Slot`](crate::limits::Slot) (`limits.max_in_flight`,
+//!    else 503 `overloaded`), counted in `byok_in_flight_requests` until the response body
+//!    ends.
+//! 3. **Authenticate** ([`Authenticator`](crate::auth::Authenticator)): open routes answer here
+//!    ([`ops`]); `/admin` needs the admin token ([`admin`]); everything else an app token,
+//!    which yields the [`Caller`].
+//! 4. **Admit** ([`Limits::admit`](crate::limits::Limits::admit)): the caller's rate
+//!    (GCRA, local or Redis) and concurrency limits; returns
+//!    [`Admitted`] `{ caller, permit, rate }`.
+//! 5. **Dispatch**: the route's handler — [`proxy`] for `/v1` (read the body under its
+//!    limits, resolve models, credentials, build, send, wrap the upstream body), [`api`] for
+//!    the self-service API.
+//! 6. **Respond** ([`Exchange::respond`]): an error becomes the OpenAI envelope (Anthropic's
+//!    on `/v1/messages*`); the response gets `x-request-id` and the `x-ratelimit-*` headers
+//!    (one writer: [`RateHeaders::apply`](crate::http_util::RateHeaders::apply)); request
+//!    metrics are counted.
+//! 7. **Account**: the slot, the caller's permit and the access-log line ride in the
+//!    response body and are released / written exactly once when it ends, fails or is
+//!    dropped ([`log_access`], the only writer of access lines). Usage and stream metrics are
+//!    recorded by the proxied body's own finish callback, off the hot path.
 
-use crate::auth::{AuthResult, Caller, TokenCache};
-use crate::config::Config;
-use crate::error::ProxyError;
-use crate::http_util::{json_response, Body};
-use crate::keys::crypto::{MasterKey, Vault};
-use crate::keys::ring::KeyRing;
-use crate::limits::Limits;
-use crate::metrics::Metrics;
-use crate::proxy::models::Catalog;
-use crate::router::{Access, Route};
-use crate::store::{AuditEntry, Store};
-use crate::upstream::Upstream;
-use crate::usage::Recorder;
-use http::{HeaderValue, Request, Response, StatusCode};
+use crate::admin;
+use crate::api;
+use crate::auth::{Caller, Principal};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http_util::{guard_body, Body};
+use crate::limits::{Admitted, Slot};
+use crate::ops;
+use crate::proxy;
+use crate::request::{RequestCtx, Upstreamed};
+use crate::router::Route;
+use crate::state::AppState;
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-/// Everything a request may need, shared by all connections.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub vault: Vault,
-    /// Token hash -> caller, cached.
-    pub tokens: TokenCache,
-    /// User -> decrypted active credentials, cached.
-    pub keyring: KeyRing,
-    /// The pooled upstream client.
-    pub upstream: Upstream,
-    /// The cached upstream model catalog.
-    pub catalog: Catalog,
-    pub metrics: Arc<Metrics>,
-    pub limits: Limits,
-    /// Usage records to the batch writer.
-    pub usage: Recorder,
-    /// Per-provider health from upstream outcomes.
-    pub health: crate::health::Health,
-}
-
-/// Per-request facts that handlers and audit events need.
-#[derive(Debug, Clone)]
-pub struct RequestCtx {
-    pub request_id: String,
-    pub remote: SocketAddr,
-    /// When the request arrived (for durations measured at the end of a stream).
-    pub start: Instant,
-}
-
-/// Set in response extensions by handlers that write the access line themselves (proxied
-/// requests log at the end of the body, with bytes and usage).
-#[derive(Debug, Clone, Copy)]
-pub struct LoggedAtEnd;
-
-impl RequestCtx {
-    /// An audit entry for `action` by `actor` in this request.
-    pub fn audit(&self, action: &'static str, actor: Option<uuid::Uuid>) -> AuditEntry {
-        AuditEntry {
-            actor_user_id: actor,
-            action,
-            target: None,
-            detail: serde_json::Value::Object(Default::default()),
-            request_id: Some(self.request_id.clone()),
-            remote_addr: Some(self.remote.ip().to_string()),
-        }
-    }
-}
-
-/// A global in-flight slot, counted in the `byok_in_flight_requests` gauge while held.
-/// Everything a response holds until its body ends: the global slot and the caller's
-/// concurrency permit (one wrapper, so a stream pays for one extra layer only).
-struct InFlight {
-    gauge: prometheus::IntGauge,
-    _slot: OwnedSemaphorePermit,
-    _user: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
-
-/// Builds the vault from the configured keys, or from the development key file (created on
-/// first use with a loud warning).
-///
-/// # Errors
-/// The key file cannot be created or read.
-pub fn vault_from_config(config: &Config) -> Result<Vault, crate::keys::crypto::Error> {
-    let current = match &config.crypto.master_key {
-        Some(k) => k.clone(),
-        None => {
-            let (key, created) = MasterKey::load_or_create_file(&config.crypto.master_key_file)?;
-            tracing::warn!(
-                file = %config.crypto.master_key_file.display(),
-                created,
-                "NO MASTER KEY CONFIGURED: using a development key file. Production must set \
-                 BYOK_MASTER_KEY (base64 of 32 random bytes, e.g. `openssl rand -base64 32`); \
-                 anyone who can read this file can decrypt every stored provider key"
-            );
-            key
-        }
-    };
-    Ok(Vault::new(current, config.crypto.old_keys.clone()))
-}
-
-impl AppState {
-    /// Connects the store, applies migrations and opens the vault.
-    ///
-    /// # Errors
-    /// The database is unreachable or a migration fails, or the master key cannot be loaded.
-    pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
-        let vault = vault_from_config(&config)?;
-        let store = Store::connect(&config.database.url, config.database.pool_size).await?;
-        let applied = store.migrate().await?;
-        if !applied.is_empty() {
-            tracing::info!(?applied, backend = store.backend(), "applied migrations");
-        }
-        let upstream = Upstream::new(&config.upstream);
-        let catalog = Catalog::new(&config.upstream.gateway_base_url, config.models.catalog_ttl);
-        let metrics = Arc::new(Metrics::new()?);
-        let limits = Limits::new(&config.limits)?;
-        let usage = Recorder::spawn(store.clone(), metrics.clone(), 65_536);
-        let listen_url = store.listen_url();
-        let app = Arc::new(AppState {
-            health: crate::health::Health::new(config.health.clone()),
-            metrics,
-            limits,
-            usage,
-            keyring: KeyRing::new(store.clone(), vault.clone()),
-            config: Arc::new(config),
-            store,
-            vault,
-            tokens: TokenCache::default(),
-            upstream,
-            catalog,
-        });
-        if let Some(url) = listen_url {
-            tokio::spawn(crate::store::notify::listen(url, Arc::downgrade(&app)));
-        }
-        if let Store::Sqlite(sqlite) = &app.store {
-            tokio::spawn(crate::store::notify::watch_sqlite(
-                sqlite.clone(),
-                Arc::downgrade(&app),
-            ));
-        }
-        Ok(app)
-    }
-
-    /// Serves one request; never fails (errors become responses).
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        remote: SocketAddr,
-    ) -> Response<Body> {
-        let start = Instant::now();
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let route = Route::parse(req.uri().path());
-        let label = route.label();
-        let anthropic = route.anthropic_errors();
-        let method = req.method().clone();
-        let ctx = RequestCtx {
-            request_id: request_id.clone(),
-            remote,
-            start,
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(
+    app: Arc<AppState>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    // 1. Context and route.
+    let ctx = RequestCtx::new(req.headers(), remote);
+    let route = Route::parse(req.uri().path());
+    let mut exchange = Exchange::new(&ctx, &route, req.method());
+    let span = tracing::info_span!("request", id = %ctx.request_id, route = exchange.route);
+    let result = async {
+        // 2. Overload.
+        exchange.slot = Some(app.limits.enter(&app.metrics)?);
+        // 3. Authenticate.
+        let principal = app
+            .auth
+            .authenticate(route.access(), req.headers(), &ctx)
+            .await?;
+        let caller = match principal {
+            Principal::Anonymous => return ops::serve(&app, &route).await,
+            Principal::Admin => return admin::handle(&app, route, req, &ctx).await,
+            Principal::User(caller) => caller,
         };
-        let span = tracing::info_span!("request", id = %request_id, route = label);
-        let mut user_permit = None;
-        let (result, user, slot) = match self.limits.enter(&self.metrics) {
-            Ok(slot) => {
-                let (result, user) = self
-                    .dispatch(route, req, ctx, &mut user_permit)
-                    .instrument(span)
-                    .await;
-                (result, user, Some(slot))
-            }
-            Err(e) => (Err(e), None, None),
+        exchange.user = Some(caller.user_id);
+        // 4. Admit.
+        let admitted = app.limits.admit(caller, &app.metrics).await?;
+        // 5. Dispatch.
+        let response = dispatch(&app, route, req, &ctx, &admitted.caller).await;
+        exchange.admitted = Some(admitted);
+        response
+    }
+    .instrument(span)
+    .await;
+    // 6. Respond, 7. account.
+    exchange.respond(&app, result)
+}
+
+/// The route's handler for an admitted caller.
+async fn dispatch(
+    app: &Arc<AppState>,
+    route: Route,
+    req: Request<Incoming>,
+    ctx: &RequestCtx,
+    caller: &Caller,
+) -> Result<Response<Body>, ProxyError> {
+    match route {
+        Route::ChatCompletions
+        | Route::Embeddings
+        | Route::Responses
+        | Route::Messages
+        | Route::CountTokens
+        | Route::Models
+        | Route::Model(_) => proxy::handle(app, route, req, ctx, caller).await,
+        _ => api::handle(app, route, req, ctx, caller).await,
+    }
+}
+
+/// What the stages found out about one request, turned into the response and its
+/// accounting by [`Exchange::respond`].
+struct Exchange {
+    request_id: String,
+    method: Method,
+    route: &'static str,
+    anthropic: bool,
+    start: Instant,
+    slot: Option<Slot>,
+    user: Option<uuid::Uuid>,
+    admitted: Option<Admitted>,
+}
+
+impl Exchange {
+    fn new(ctx: &RequestCtx, route: &Route, method: &Method) -> Exchange {
+        Exchange {
+            request_id: ctx.request_id.clone(),
+            method: method.clone(),
+            route: route.label(),
+            anthropic: route.anthropic_errors(),
+            start: ctx.start,
+            slot: None,
+            user: None,
+            admitted: None,
+        }
+    }
+
+    /// The final response: error envelope, `x-request-id`, rate headers, request metrics; the
+    /// slot, permit and access line ride in its body until it ends.
+    fn respond(self, app: &AppState, result: Result<Response<Body>, ProxyError>) -> Response<Body> {
+        let mut resp = result.unwrap_or_else(|e| e.to_response(self.anthropic));
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+            headers.insert("x-request-id", v);
+        }
+        let (permit, rate) = match self.admitted {
+            Some(a) => (Some(a.permit), Some(a.rate)),
+            None => (None, None),
         };
-        let mut resp = result.unwrap_or_else(|e| e.to_response(anthropic));
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert("x-request-id", v);
+        if let Some(rate) = rate {
+            rate.apply(headers);
         }
         let status = resp.status();
-        self.metrics
+        app.metrics
             .http_requests
-            .with_label_values(&[label, status.as_str()])
+            .with_label_values(&[self.route, status.as_str()])
             .inc();
-        self.metrics
+        app.metrics
             .http_duration
-            .with_label_values(&[label])
-            .observe(start.elapsed().as_secs_f64());
-        if let Some(slot) = slot {
-            self.metrics.in_flight.inc();
-            let in_flight = InFlight {
-                gauge: self.metrics.in_flight.clone(),
-                _slot: slot,
-                _user: user_permit,
-            };
-            resp = crate::http_util::guard_body(resp, in_flight);
-        }
-        if resp.extensions().get::<LoggedAtEnd>().is_some() {
-            return resp;
-        }
-        let error = resp
-            .extensions()
-            .get::<crate::error::ErrorKind>()
-            .map(|k| k.0);
-        tracing::info!(
-            target: "byok_proxy::access",
-            request_id = %request_id,
-            %method,
-            route = label,
-            status = resp.status().as_u16(),
-            user = user.map(|u| u.to_string()).unwrap_or_default(),
-            error = error.unwrap_or(""),
-            duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-        resp
-    }
-
-    async fn dispatch(
-        self: &Arc<Self>,
-        route: Route,
-        req: Request<Incoming>,
-        ctx: RequestCtx,
-        user_permit: &mut Option<OwnedSemaphorePermit>,
-    ) -> (Result<Response<Body>, ProxyError>, Option<uuid::Uuid>) {
-        match route.access() {
-            Access::Open => (self.open_route(route).await, None),
-            Access::Admin => {
-                let ok = self
-                    .config
-                    .admin_token
-                    .as_ref()
-                    .is_some_and(|t| crate::auth::admin_token_matches(req.headers(), t));
-                if !ok {
-                    return (Err(ProxyError::InvalidAdminToken), None);
-                }
-                (crate::admin::handle(self, route, req, &ctx).await, None)
-            }
-            Access::App => match self.authenticate(&req, &ctx).await {
-                Ok(caller) => {
-                    let user = caller.user_id;
-                    let result = self.app_route(route, req, &ctx, caller, user_permit).await;
-                    (result, Some(user))
-                }
-                Err(e) => (Err(e), None),
-            },
-        }
-    }
-
-    async fn open_route(&self, route: Route) -> Result<Response<Body>, ProxyError> {
-        match route {
-            Route::Healthz => Ok(json_response(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok"}),
-            )),
-            Route::Readyz => match self.store.ping().await {
-                Ok(()) => Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"status": "ready", "store": self.store.backend()}),
-                )),
-                Err(e) => {
-                    tracing::warn!(error = %e, "readiness check failed");
-                    Ok(json_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &serde_json::json!({"status": "not ready", "store": "unreachable"}),
-                    ))
-                }
-            },
-            Route::Ui(path) if self.config.ui_enabled => crate::ui::serve(&path),
-            Route::OpenApi => {
-                let mut resp = Response::new(crate::http_util::full(crate::api::OPENAPI));
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                Ok(resp)
-            }
-            Route::Metrics if self.config.metrics_enabled => {
-                self.update_health_gauge();
-                let mut resp = Response::new(crate::http_util::full(self.metrics.render()));
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                Ok(resp)
-            }
-            Route::NotFound => Err(ProxyError::NotFound(
-                "Unknown route. The API lives under /v1, /api and /admin.".into(),
-            )),
-            _ => Err(ProxyError::NotFound("Not available in this build.".into())),
-        }
-    }
-
-    /// Resolves the app token into a [`Caller`].
-    async fn authenticate(
-        &self,
-        req: &Request<Incoming>,
-        ctx: &RequestCtx,
-    ) -> Result<Caller, ProxyError> {
-        let Some(token) = crate::auth::extract_token(req.headers()) else {
-            return Err(ProxyError::InvalidApiKey);
+            .with_label_values(&[self.route])
+            .observe(self.start.elapsed().as_secs_f64());
+        let line = AccessLine {
+            request_id: self.request_id,
+            method: self.method,
+            route: self.route,
+            status: status.as_u16(),
+            user: self.user,
+            error: resp.extensions().get::<ErrorKind>().map(|k| k.0),
+            start: self.start,
+            upstream: resp.extensions_mut().remove::<Arc<Upstreamed>>(),
         };
-        let result = self.tokens.authenticate(&self.store, &token).await?;
-        match result {
-            AuthResult::Valid(caller) => Ok(caller),
-            other => {
-                let actor = match &other {
-                    AuthResult::Disabled(u) | AuthResult::Revoked(u) | AuthResult::Expired(u) => {
-                        Some(*u)
-                    }
-                    _ => None,
-                };
-                let mut entry = ctx.audit("auth.failed", actor);
-                entry.detail = serde_json::json!({ "reason": other.reason() });
-                let store = self.store.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.append_audit(entry).await {
-                        tracing::warn!(error = %e, "could not record auth.failed");
-                    }
-                });
-                Err(match other {
-                    AuthResult::Disabled(_) => ProxyError::UserDisabled,
-                    _ => ProxyError::InvalidApiKey,
-                })
-            }
-        }
-    }
-
-    async fn app_route(
-        self: &Arc<Self>,
-        route: Route,
-        req: Request<Incoming>,
-        ctx: &RequestCtx,
-        caller: Caller,
-        user_permit: &mut Option<OwnedSemaphorePermit>,
-    ) -> Result<Response<Body>, ProxyError> {
-        let admission = self.limits.admit(&caller, &self.metrics).await?;
-        // Held by the response body, with the global slot (see `handle`).
-        *user_permit = Some(admission.permit);
-        let resp = match route {
-            Route::ChatCompletions
-            | Route::Embeddings
-            | Route::Responses
-            | Route::Messages
-            | Route::CountTokens
-            | Route::Models
-            | Route::Model(_) => crate::proxy::handle(self, route, req, ctx, &caller).await,
-            _ => crate::api::handle(self, route, req, ctx, &caller).await,
-        }?;
-        let mut resp = resp;
-        let h = resp.headers_mut();
-        h.insert(
-            "x-ratelimit-limit-requests",
-            HeaderValue::from(admission.info.limit),
-        );
-        h.insert(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from(admission.info.remaining),
-        );
-        Ok(resp)
-    }
-
-    /// Sets `byok_provider_health{provider,status}` to 1 for each provider's current status.
-    fn update_health_gauge(&self) {
-        for h in self.health.all(Instant::now()) {
-            for status in crate::health::STATUSES {
-                self.metrics
-                    .provider_health
-                    .with_label_values(&[h.provider.as_str(), status])
-                    .set(i64::from(status == h.status));
-            }
-        }
-    }
-
-    /// Drops everything cached about `user_id` (tokens and credentials) after a change.
-    pub fn invalidate_user(&self, user_id: uuid::Uuid) {
-        self.tokens.invalidate_user(user_id);
-        self.keyring.invalidate(user_id);
+        guard_body(
+            resp,
+            Held {
+                line,
+                _permit: permit,
+                _slot: self.slot,
+            },
+        )
     }
 }
 
-impl crate::store::notify::Invalidate for AppState {
-    fn invalidate_user(&self, user_id: uuid::Uuid) {
-        AppState::invalidate_user(self, user_id);
-    }
+/// Everything a response holds until its body ends. Fields drop in order: the access line is
+/// written first, then the caller's permit and the global slot are released.
+struct Held {
+    line: AccessLine,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slot: Option<Slot>,
+}
 
-    fn invalidate_all(&self) {
-        self.tokens.clear();
-        self.keyring.clear();
+impl Drop for Held {
+    fn drop(&mut self) {
+        log_access(&self.line);
+    }
+}
+
+/// The fields of one access-log line.
+struct AccessLine {
+    request_id: String,
+    method: Method,
+    route: &'static str,
+    status: u16,
+    user: Option<uuid::Uuid>,
+    error: Option<&'static str>,
+    start: Instant,
+    /// Set by the proxy; filled in when the upstream body ended.
+    upstream: Option<Arc<Upstreamed>>,
+}
+
+/// Writes the access line of one request (target `byok_proxy::access`, level info): the only
+/// place access lines are written. Never holds a secret: ids, route template, status, sizes.
+fn log_access(line: &AccessLine) {
+    if !tracing::enabled!(target: "byok_proxy::access", tracing::Level::INFO) {
+        return;
+    }
+    let user = line.user.map(|u| u.to_string()).unwrap_or_default();
+    let duration_ms = line.start.elapsed().as_secs_f64() * 1000.0;
+    match line.upstream.as_deref().and_then(Upstreamed::get) {
+        Some(u) => tracing::info!(
+            target: "byok_proxy::access",
+            request_id = %line.request_id,
+            method = %line.method,
+            route = line.route,
+            status = line.status,
+            user = %user,
+            error = line.error.unwrap_or(""),
+            model = %u.model,
+            provider = %u.provider,
+            ttfb_ms = u.ttfb.as_secs_f64() * 1000.0,
+            duration_ms,
+            bytes = u.bytes,
+            end = u.end,
+            prompt_tokens = u.prompt_tokens,
+            completion_tokens = u.completion_tokens,
+            "request"
+        ),
+        None => tracing::info!(
+            target: "byok_proxy::access",
+            request_id = %line.request_id,
+            method = %line.method,
+            route = line.route,
+            status = line.status,
+            user = %user,
+            error = line.error.unwrap_or(""),
+            duration_ms,
+            "request"
+        ),
     }
 }

@@ -1,12 +1,27 @@
-//! Authentication: app token extraction (`Authorization: Bearer`, `x-api-key`, `api-key`) ->
-//! SHA-256 -> cached lookup -> [`Caller`]; and the operator's admin token check.
+//! Authentication, the spine's "authenticate" stage: who is calling, as a [`Principal`].
 //!
-//! The cache is keyed by the token's hash (never the token) and holds the token's user and
-//! validity. Any change to a token or user drops the affected entries
+//! - Open routes (health, metrics, UI assets): nobody needs to be anyone.
+//! - `/admin/*`: the operator's admin token, compared in constant time.
+//! - Everything else: an app token (`Authorization: Bearer`, `x-api-key` or `api-key`) ->
+//!   shape check (a string that cannot be a token costs no hash and no lookup) -> SHA-256 ->
+//!   cached lookup -> [`Caller`].
+//!
+//! The token cache is keyed by the token's hash (never the token) and holds the token's user
+//! and validity. Any change to a token or user drops the affected entries
 //! ([`TokenCache::invalidate_user`]), so a revocation is refused on the very next request.
 //! Entries also expire after a short TTL as a backstop.
+//!
+//! Failures are counted (`byok_auth_failures_total{reason}`) and audited through
+//! [`failures::FailureLog`]: one `auth.failed` row per source address per window with a count,
+//! written off the request path, never one row per failed request.
+
+pub mod failures;
 
 use crate::accounts::{hash_token, looks_like_token};
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::request::RequestCtx;
+use crate::router::Access;
 use crate::secret::Secret;
 use crate::store::{Store, TokenRecord};
 use chrono::Utc;
@@ -28,6 +43,117 @@ pub struct Caller {
     pub requests_per_minute: Option<u32>,
 }
 
+/// Who is calling, as authentication found it.
+#[derive(Debug)]
+pub enum Principal {
+    /// An open route: no credentials were looked at.
+    Anonymous,
+    /// The operator, by admin token.
+    Admin,
+    /// A user, by app token.
+    User(Caller),
+}
+
+/// The authenticate stage: token cache, admin token, failure accounting.
+pub struct Authenticator {
+    pub tokens: TokenCache,
+    store: Store,
+    admin_token: Option<Secret<String>>,
+    failures: Arc<failures::FailureLog>,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticator {
+    /// Starts the failure log's writer (inside the runtime).
+    pub fn new(
+        store: Store,
+        admin_token: Option<Secret<String>>,
+        failure_window: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Authenticator {
+        let failures = Arc::new(failures::FailureLog::new(failure_window));
+        failures::spawn_writer(&failures, store.clone());
+        Authenticator {
+            tokens: TokenCache::default(),
+            store,
+            admin_token,
+            failures,
+            metrics,
+        }
+    }
+
+    /// Authenticates a request to a route with `access`.
+    ///
+    /// # Errors
+    /// 401 `invalid_api_key` (missing, unknown, expired or revoked token; wrong admin token),
+    /// 403 `user_disabled`, 503 if the store is down on a cache miss.
+    pub async fn authenticate(
+        &self,
+        access: Access,
+        headers: &HeaderMap,
+        ctx: &RequestCtx,
+    ) -> Result<Principal, ProxyError> {
+        match access {
+            Access::Open => Ok(Principal::Anonymous),
+            Access::Admin => {
+                let ok = self
+                    .admin_token
+                    .as_ref()
+                    .is_some_and(|t| admin_token_matches(headers, t));
+                if ok {
+                    Ok(Principal::Admin)
+                } else {
+                    self.failed(ctx, "admin_token", None);
+                    Err(ProxyError::InvalidAdminToken)
+                }
+            }
+            Access::App => {
+                let Some(token) = extract_token(headers) else {
+                    self.failed(ctx, "missing", None);
+                    return Err(ProxyError::InvalidApiKey);
+                };
+                match self.tokens.authenticate(&self.store, &token).await? {
+                    AuthResult::Valid(caller) => Ok(Principal::User(caller)),
+                    other => {
+                        let actor = match &other {
+                            AuthResult::Disabled(u)
+                            | AuthResult::Revoked(u)
+                            | AuthResult::Expired(u) => Some(*u),
+                            AuthResult::Valid(_) | AuthResult::Malformed | AuthResult::Unknown => {
+                                None
+                            }
+                        };
+                        self.failed(ctx, other.reason(), actor);
+                        Err(match other {
+                            AuthResult::Disabled(_) => ProxyError::UserDisabled,
+                            _ => ProxyError::InvalidApiKey,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    fn failed(&self, ctx: &RequestCtx, reason: &'static str, actor: Option<Uuid>) {
+        self.metrics
+            .auth_failures
+            .with_label_values(&[reason])
+            .inc();
+        self.failures.record(
+            ctx.remote.ip(),
+            actor,
+            reason,
+            &ctx.request_id,
+            Instant::now(),
+        );
+    }
+
+    /// Writes every pending failure row now (shutdown, tests).
+    pub async fn flush_failures(&self) {
+        failures::write(&self.store, self.failures.drain(Instant::now(), true)).await;
+    }
+}
+
 /// What a token lookup found.
 #[derive(Debug, Clone)]
 pub enum AuthResult {
@@ -35,6 +161,8 @@ pub enum AuthResult {
     Disabled(Uuid),
     Revoked(Uuid),
     Expired(Uuid),
+    /// Not shaped like an app token at all (no hash computed, nothing looked up).
+    Malformed,
     Unknown,
 }
 
@@ -46,6 +174,7 @@ impl AuthResult {
             AuthResult::Disabled(_) => "user_disabled",
             AuthResult::Revoked(_) => "token_revoked",
             AuthResult::Expired(_) => "token_expired",
+            AuthResult::Malformed => "malformed",
             AuthResult::Unknown => "unknown_token",
         }
     }
@@ -94,7 +223,7 @@ impl TokenCache {
         token: &Secret<String>,
     ) -> Result<AuthResult, crate::store::Error> {
         if !looks_like_token(token.expose()) {
-            return Ok(AuthResult::Unknown);
+            return Ok(AuthResult::Malformed);
         }
         let hash = hash_token(token.expose());
         let cached = self.map.get(&hash).map(|e| {

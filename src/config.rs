@@ -21,6 +21,12 @@ listen = "127.0.0.1:8080"
 public_base_url = "http://127.0.0.1:8080"
 shutdown_timeout = "30s"
 
+[server]
+header_read_timeout = "10s"
+idle_timeout = "60s"
+body_read_timeout = "30s"
+max_connections = 10000
+
 [database]
 url = "sqlite://./data/byok.db"
 pool_size = 16
@@ -37,6 +43,7 @@ idle_timeout = "300s"
 
 [upstream.gateway]
 base_url = "https://ai-gateway.vercel.sh/v1"
+system_credentials = "deny"
 
 [upstream.direct]
 
@@ -46,6 +53,7 @@ requests_per_minute = 600
 burst = 60
 max_concurrent_requests = 32
 max_in_flight = 4096
+max_buffered_bytes = 268435456
 
 [models]
 catalog_ttl = "5m"
@@ -59,7 +67,14 @@ openai = ["openai", "azure"]
 
 [models.test_models]
 
+[models.bare_names]
+openai = "openai"
+anthropic = "anthropic"
+
 [admin]
+
+[audit]
+auth_failure_window = "60s"
 
 [metrics]
 enabled = true
@@ -91,6 +106,7 @@ pub struct Config {
     pub public_base_url: String,
     /// How long `serve` waits for in-flight requests after SIGTERM before it exits anyway.
     pub shutdown_timeout: Duration,
+    pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub crypto: CryptoConfig,
     pub upstream: UpstreamConfig,
@@ -101,9 +117,25 @@ pub struct Config {
     pub metrics_enabled: bool,
     pub ui_enabled: bool,
     pub health: HealthConfig,
+    /// Failed authentications are audited as one row per source address per window.
+    pub auth_failure_window: Duration,
     pub log: LogConfig,
     /// Things worth telling the operator that are not errors (logged at start).
     pub warnings: Vec<String>,
+}
+
+/// Client-connection limits: what a slow, idle or hostile client may hold.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// A request's head must arrive within this (slow-header clients are closed).
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request, or a response the client does not read
+    /// (no write progress), is closed after this.
+    pub idle_timeout: Duration,
+    /// A request body must arrive within this (408 `request_timeout`).
+    pub body_read_timeout: Duration,
+    /// Connections beyond this are closed at once (counted), not queued.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,11 +166,24 @@ pub enum UpstreamMode {
     Direct,
 }
 
+/// Whether the gateway may serve a request with the operator's own ("system") credentials
+/// for providers the caller holds no key for (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemCredentials {
+    /// Every model a request can reach needs a credential of the caller; routing is pinned
+    /// to the providers whose credentials are sent.
+    Deny,
+    /// Providers without a caller key are left to the gateway (the operator pays).
+    Allow,
+}
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub mode: UpstreamMode,
     pub gateway_base_url: String,
     pub gateway_api_key: Option<Secret<String>>,
+    pub system_credentials: SystemCredentials,
     /// provider -> its own OpenAI-compatible base URL, for `direct` mode.
     pub direct: BTreeMap<String, String>,
     pub connect_timeout: Duration,
@@ -153,6 +198,8 @@ pub struct LimitsConfig {
     pub burst: u32,
     pub max_concurrent_requests: u32,
     pub max_in_flight: usize,
+    /// Request-body bytes held at once across all requests (503 `overloaded` beyond it).
+    pub max_buffered_bytes: usize,
     pub redis_url: Option<String>,
 }
 
@@ -163,6 +210,19 @@ pub struct ModelsConfig {
     pub serving_providers: BTreeMap<String, Vec<String>>,
     /// provider -> model used by `POST /api/keys/{id}/test` in gateway mode.
     pub test_models: BTreeMap<String, String>,
+    /// The provider a model id without a `provider/` prefix (and no alias) means, per route
+    /// family; `None` refuses such ids with 400 `unknown_provider`.
+    pub bare_names: BareNames,
+}
+
+/// Provider of bare model names, per route family.
+#[derive(Debug, Clone, Default)]
+pub struct BareNames {
+    /// `/v1/chat/completions`, `/v1/embeddings`, `/v1/responses` (Codex CLI's default model
+    /// is a bare OpenAI name).
+    pub openai: Option<String>,
+    /// `/v1/messages*` (Claude Code sends dated bare `claude-*` names).
+    pub anthropic: Option<String>,
 }
 
 /// Thresholds of the provider health view (`/api/providers/health`).
@@ -221,12 +281,14 @@ struct Raw {
     listen: String,
     public_base_url: String,
     shutdown_timeout: String,
+    server: RawServer,
     database: RawDatabase,
     crypto: RawCrypto,
     upstream: RawUpstream,
     limits: RawLimits,
     models: RawModels,
     admin: RawAdmin,
+    audit: RawAudit,
     metrics: RawEnabled,
     ui: RawEnabled,
     log: RawLog,
@@ -242,6 +304,21 @@ struct RawHealth {
     degraded_ttfb_p95: String,
     down_consecutive_failures: u32,
     min_requests: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    header_read_timeout: String,
+    idle_timeout: String,
+    body_read_timeout: String,
+    max_connections: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    auth_failure_window: String,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +352,7 @@ struct RawUpstream {
 struct RawGateway {
     base_url: String,
     api_key: Option<Secret<String>>,
+    system_credentials: SystemCredentials,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +369,7 @@ struct RawLimits {
     burst: u32,
     max_concurrent_requests: u32,
     max_in_flight: usize,
+    max_buffered_bytes: usize,
     redis_url: Option<String>,
 }
 
@@ -301,6 +380,14 @@ struct RawModels {
     catalog_ttl: String,
     serving_providers: BTreeMap<String, Vec<String>>,
     test_models: BTreeMap<String, String>,
+    bare_names: RawBareNames,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBareNames {
+    openai: String,
+    anthropic: String,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +416,9 @@ const SECRET_SETTINGS: &[&str] = &[
     "upstream.gateway.api_key",
     "admin.token",
 ];
+
+/// The shortest admin token accepted (SPEC §2).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 /// Top-level settings, overridable as `BYOK_<KEY>`.
 const TOP_LEVEL: &[&str] = &["listen", "public_base_url", "shutdown_timeout"];
@@ -432,6 +522,15 @@ impl Config {
             key: key.to_string(),
             message,
         })?;
+        if config.upstream.mode == UpstreamMode::Gateway
+            && config.upstream.gateway_api_key.is_none()
+        {
+            warnings.push(
+                "no gateway key: upstream.gateway.api_key (AI_GATEWAY_API_KEY) is not set, so \
+                 every proxied request will answer 502 upstream_not_configured until it is"
+                    .to_string(),
+            );
+        }
         config.warnings = warnings;
         Ok(config)
     }
@@ -485,6 +584,45 @@ impl Config {
         if raw.limits.max_in_flight == 0 {
             return Err(("limits.max_in_flight", "must be at least 1".into()));
         }
+        if raw.limits.max_buffered_bytes < raw.limits.max_body_bytes {
+            return Err((
+                "limits.max_buffered_bytes",
+                "must be at least limits.max_body_bytes (one largest body must fit)".into(),
+            ));
+        }
+        if raw.server.max_connections == 0 {
+            return Err(("server.max_connections", "must be at least 1".into()));
+        }
+        if let Some(token) = &raw.admin.token {
+            let len = token.expose().chars().count();
+            if len > 0 && len < MIN_ADMIN_TOKEN_CHARS {
+                return Err((
+                    "admin.token",
+                    format!(
+                        "is too short: it needs at least {MIN_ADMIN_TOKEN_CHARS} characters \
+                         (e.g. `openssl rand -base64 32`)"
+                    ),
+                ));
+            }
+        }
+        let nonzero = |key: &'static str, text: &str| -> Result<Duration, (&'static str, String)> {
+            match duration(text) {
+                Ok(d) if d.is_zero() => Err((key, "must be longer than zero".into())),
+                Ok(d) => Ok(d),
+                Err(m) => Err((key, m)),
+            }
+        };
+        let server = ServerConfig {
+            header_read_timeout: nonzero(
+                "server.header_read_timeout",
+                &raw.server.header_read_timeout,
+            )?,
+            idle_timeout: nonzero("server.idle_timeout", &raw.server.idle_timeout)?,
+            body_read_timeout: nonzero("server.body_read_timeout", &raw.server.body_read_timeout)?,
+            max_connections: raw.server.max_connections,
+        };
+        let auth_failure_window =
+            nonzero("audit.auth_failure_window", &raw.audit.auth_failure_window)?;
         let health = HealthConfig {
             window: duration(&raw.health.window).map_err(|m| ("health.window", m))?,
             bucket: duration(&raw.health.bucket).map_err(|m| ("health.bucket", m))?,
@@ -506,6 +644,17 @@ impl Config {
                 "must be between 0 and 1".into(),
             ));
         }
+        for (family, provider) in [
+            ("openai", &raw.models.bare_names.openai),
+            ("anthropic", &raw.models.bare_names.anthropic),
+        ] {
+            if provider.contains('/') {
+                return Err((
+                    "models.bare_names",
+                    format!("`{family}` takes a provider id like \"{family}\", not a model id"),
+                ));
+            }
+        }
         for (alias, target) in &raw.models.aliases {
             if !target.contains('/') {
                 return Err((
@@ -519,6 +668,7 @@ impl Config {
             public_base_url: raw.public_base_url,
             shutdown_timeout: duration(&raw.shutdown_timeout)
                 .map_err(|m| ("shutdown_timeout", m))?,
+            server,
             database: DatabaseConfig {
                 url,
                 pool_size: raw.database.pool_size,
@@ -541,6 +691,7 @@ impl Config {
                     .gateway
                     .api_key
                     .filter(|k| !k.expose().is_empty()),
+                system_credentials: raw.upstream.gateway.system_credentials,
                 direct: raw
                     .upstream
                     .direct
@@ -560,6 +711,7 @@ impl Config {
                 burst: raw.limits.burst,
                 max_concurrent_requests: raw.limits.max_concurrent_requests,
                 max_in_flight: raw.limits.max_in_flight,
+                max_buffered_bytes: raw.limits.max_buffered_bytes,
                 redis_url: raw.limits.redis_url,
             },
             models: ModelsConfig {
@@ -568,10 +720,15 @@ impl Config {
                     .map_err(|m| ("models.catalog_ttl", m))?,
                 serving_providers: raw.models.serving_providers,
                 test_models: raw.models.test_models,
+                bare_names: BareNames {
+                    openai: Some(raw.models.bare_names.openai).filter(|p| !p.is_empty()),
+                    anthropic: Some(raw.models.bare_names.anthropic).filter(|p| !p.is_empty()),
+                },
             },
             admin_token: raw.admin.token.filter(|t| !t.expose().is_empty()),
             metrics_enabled: raw.metrics.enabled,
             health,
+            auth_failure_window,
             ui_enabled: raw.ui.enabled,
             log: LogConfig {
                 format: raw.log.format,

@@ -3,7 +3,7 @@
 //! a decision. The client gets the OpenAI envelope (or Anthropic's shape on `/v1/messages*`) with
 //! a message saying what to do; detail goes to the log with the request id, never to the client.
 
-use crate::http_util::{json_response, Body};
+use crate::http_util::{json_response, Body, RateHeaders};
 use http::{HeaderValue, Response, StatusCode};
 use std::time::Duration;
 
@@ -25,14 +25,17 @@ pub enum ProxyError {
     UnknownProvider(String),
     #[error("Request body is larger than the {limit}-byte limit (limits.max_body_bytes).")]
     RequestTooLarge { limit: usize },
-    #[error("Rate limit exceeded: at most {limit} {per}. Retry after {} s.", retry_after.as_secs_f64().ceil().max(1.0))]
+    #[error("Rate limit exceeded: at most {} {per}. Retry after {} s.", rate.limit, retry_after.as_secs_f64().ceil().max(1.0))]
     RateLimited {
         /// What the limit counts: "requests per minute" or "concurrent requests".
         per: &'static str,
-        limit: u32,
-        remaining: u32,
+        rate: RateHeaders,
         retry_after: Duration,
     },
+    #[error("Request bodies must not be compressed: send the JSON as is (no content-encoding).")]
+    UnsupportedMediaType,
+    #[error("The request body did not arrive within {0:?}.")]
+    RequestTimeout(Duration),
     #[error("byok-proxy is overloaded. Retry shortly.")]
     Overloaded,
     #[error(
@@ -41,6 +44,10 @@ pub enum ProxyError {
     UpstreamUnavailable,
     #[error("The upstream did not start answering within {0:?}.")]
     UpstreamTimeout(Duration),
+    #[error("The operator has not configured the upstream: byok-proxy has no gateway key (AI_GATEWAY_API_KEY / upstream.gateway.api_key). Tell your byok-proxy operator.")]
+    UpstreamNotConfigured,
+    #[error("The gateway refused the operator's gateway key (HTTP {0}). Nothing is wrong with your token or your provider keys: tell your byok-proxy operator to check AI_GATEWAY_API_KEY.")]
+    UpstreamAuthFailed(u16),
     #[error("{0}")]
     NotFound(String),
     #[error("Method not allowed on this route.")]
@@ -62,11 +69,15 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Overloaded | ProxyError::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamUnavailable
+            | ProxyError::UpstreamNotConfigured
+            | ProxyError::UpstreamAuthFailed(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -84,10 +95,14 @@ impl ProxyError {
             ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::UnknownProvider(_) => "unknown_provider",
             ProxyError::RequestTooLarge { .. } => "request_too_large",
+            ProxyError::UnsupportedMediaType => "unsupported_media_type",
+            ProxyError::RequestTimeout(_) => "request_timeout",
             ProxyError::RateLimited { .. } => "rate_limit_exceeded",
             ProxyError::Overloaded => "overloaded",
             ProxyError::UpstreamUnavailable => "upstream_unavailable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::UpstreamNotConfigured => "upstream_not_configured",
+            ProxyError::UpstreamAuthFailed(_) => "upstream_auth_failed",
             ProxyError::NotFound(_) => "not_found",
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::Conflict(_) => "conflict",
@@ -104,6 +119,8 @@ impl ProxyError {
             ProxyError::InvalidRequest(_)
             | ProxyError::UnknownProvider(_)
             | ProxyError::RequestTooLarge { .. }
+            | ProxyError::UnsupportedMediaType
+            | ProxyError::RequestTimeout(_)
             | ProxyError::NotFound(_)
             | ProxyError::MethodNotAllowed
             | ProxyError::Conflict(_) => "invalid_request_error",
@@ -111,6 +128,8 @@ impl ProxyError {
             ProxyError::Overloaded
             | ProxyError::UpstreamUnavailable
             | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamNotConfigured
+            | ProxyError::UpstreamAuthFailed(_)
             | ProxyError::StoreUnavailable
             | ProxyError::Internal => "server_error",
         }
@@ -123,6 +142,8 @@ impl ProxyError {
             ProxyError::UserDisabled | ProxyError::NoProviderKey { .. } => "permission_error",
             ProxyError::InvalidRequest(_)
             | ProxyError::UnknownProvider(_)
+            | ProxyError::UnsupportedMediaType
+            | ProxyError::RequestTimeout(_)
             | ProxyError::MethodNotAllowed
             | ProxyError::Conflict(_) => "invalid_request_error",
             ProxyError::RequestTooLarge { .. } => "request_too_large",
@@ -131,8 +152,37 @@ impl ProxyError {
             ProxyError::Overloaded => "overloaded_error",
             ProxyError::UpstreamUnavailable
             | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamNotConfigured
+            | ProxyError::UpstreamAuthFailed(_)
             | ProxyError::StoreUnavailable
             | ProxyError::Internal => "api_error",
+        }
+    }
+
+    /// Whether retrying the same request can succeed. The others are answered with
+    /// `x-should-retry: false`.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ProxyError::InvalidApiKey
+            | ProxyError::InvalidAdminToken
+            | ProxyError::UserDisabled
+            | ProxyError::NoProviderKey { .. }
+            | ProxyError::InvalidRequest(_)
+            | ProxyError::UnknownProvider(_)
+            | ProxyError::RequestTooLarge { .. }
+            | ProxyError::UnsupportedMediaType
+            | ProxyError::NotFound(_)
+            | ProxyError::MethodNotAllowed
+            | ProxyError::Conflict(_)
+            | ProxyError::UpstreamNotConfigured
+            | ProxyError::UpstreamAuthFailed(_) => false,
+            ProxyError::RateLimited { .. }
+            | ProxyError::RequestTimeout(_)
+            | ProxyError::Overloaded
+            | ProxyError::UpstreamUnavailable
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::StoreUnavailable
+            | ProxyError::Internal => true,
         }
     }
 
@@ -160,23 +210,17 @@ impl ProxyError {
         };
         let mut resp = json_response(self.status(), &body);
         let headers = resp.headers_mut();
+        if !self.retryable() {
+            // Clients such as Claude Code retry anything else for minutes.
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         match self {
             ProxyError::RateLimited {
-                limit,
-                remaining,
-                retry_after,
-                ..
+                rate, retry_after, ..
             } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert("retry-after", HeaderValue::from(secs));
-                headers.insert("x-ratelimit-limit-requests", HeaderValue::from(*limit));
-                headers.insert(
-                    "x-ratelimit-remaining-requests",
-                    HeaderValue::from(*remaining),
-                );
-                if let Ok(v) = HeaderValue::from_str(&format!("{}ms", retry_after.as_millis())) {
-                    headers.insert("x-ratelimit-reset-requests", v);
-                }
+                rate.apply(headers);
             }
             ProxyError::Overloaded | ProxyError::StoreUnavailable => {
                 headers.insert("retry-after", HeaderValue::from_static("1"));

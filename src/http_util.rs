@@ -1,10 +1,10 @@
-//! Small HTTP helpers shared by the handlers: the boxed body type, JSON responses and reading
-//! a request body under the size limit.
+//! Small HTTP helpers shared by the handlers: the boxed body type, JSON responses, the
+//! `x-ratelimit-*` header writer, and a body that holds a guard until it ends.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -39,102 +39,34 @@ pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Respo
     resp
 }
 
-/// Why a body could not be read.
-#[derive(Debug)]
-pub enum ReadError {
-    TooLarge,
-    Io,
+/// The `x-ratelimit-*` headers: written by [`RateHeaders::apply`] only, on successful
+/// answers and on 429s alike, replacing any the upstream sent for requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u32,
+    pub remaining: u32,
+    /// When the next request fits, if the caller is out of requests.
+    pub reset: Option<std::time::Duration>,
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes (checked against
-/// `content-length` first, then while reading).
-///
-/// # Errors
-/// `TooLarge` over the limit, `Io` if the client's body fails.
-pub async fn read_body<B>(
-    headers: &http::HeaderMap,
-    body: B,
-    limit: usize,
-) -> Result<Bytes, ReadError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(ReadError::TooLarge);
-        }
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
-        Err(_) => Err(ReadError::Io),
-    }
-}
-
-/// Reads a request body under `limit` and parses it as `T`. Errors never echo the body's
-/// values (a credential typed into the wrong field must not come back in the message).
-///
-/// # Errors
-/// 413 over the limit; 400 `invalid_request` naming the field that is missing or mistyped.
-pub async fn read_json<T: serde::de::DeserializeOwned>(
-    req: http::Request<hyper::body::Incoming>,
-    limit: usize,
-) -> Result<T, crate::error::ProxyError> {
-    let (parts, body) = req.into_parts();
-    parse_json(&read_limited(&parts.headers, body, limit).await?)
-}
-
-/// [`read_body`] with its failures as the edge errors (413, or 400 if the client's body broke).
-///
-/// # Errors
-/// 413 `request_too_large`, 400 `invalid_request`.
-pub async fn read_limited(
-    headers: &http::HeaderMap,
-    body: hyper::body::Incoming,
-    limit: usize,
-) -> Result<Bytes, crate::error::ProxyError> {
-    use crate::error::ProxyError;
-    read_body(headers, body, limit).await.map_err(|e| match e {
-        ReadError::TooLarge => ProxyError::RequestTooLarge { limit },
-        ReadError::Io => ProxyError::InvalidRequest("The request body could not be read.".into()),
-    })
-}
-
-/// Parses JSON into `T` with errors that name the field but never echo a value.
-///
-/// # Errors
-/// 400 `invalid_request`.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<T, crate::error::ProxyError> {
-    use crate::error::ProxyError;
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = match inner.classify() {
-            serde_json::error::Category::Data => {
-                let text = inner.to_string();
-                if text.starts_with("missing field") || text.starts_with("unknown field") {
-                    format!(
-                        "Request body: {}.",
-                        text.split(" at line").next().unwrap_or(&text)
-                    )
-                } else if path == "." {
-                    "Request body must be a JSON object.".to_string()
-                } else {
-                    format!("Request body: field `{path}` has the wrong type or value.")
+impl RateHeaders {
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        headers.insert("x-ratelimit-limit-requests", HeaderValue::from(self.limit));
+        headers.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from(self.remaining),
+        );
+        match self.reset {
+            Some(reset) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("{}ms", reset.as_millis())) {
+                    headers.insert("x-ratelimit-reset-requests", v);
                 }
             }
-            _ => "Request body is not valid JSON.".to_string(),
-        };
-        ProxyError::InvalidRequest(msg)
-    })
+            None => {
+                headers.remove("x-ratelimit-reset-requests");
+            }
+        }
+    }
 }
 
 /// Deserializes a present-but-null field as `Some(None)` (clear) and an absent one as `None`

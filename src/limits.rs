@@ -1,16 +1,27 @@
-//! Limits, checked before any upstream work:
+//! Limits, checked before any upstream work. Each check *returns* what the rest of the request
+//! holds, so the spine (`app.rs`) keeps it until the response body ends:
 //!
-//! - global `max_in_flight`: a semaphore; when it is exhausted the request is shed with 503
-//!   `overloaded` (checked first, before auth);
-//! - per-user requests per minute with a burst: GCRA (governor) in memory, or in Redis when
-//!   `limits.redis_url` is set (shared by all replicas; if Redis fails the replica falls back
-//!   to its local limiter, logs once and counts it);
-//! - per-user concurrent requests: a semaphore whose permit lives in the response body, so a
-//!   stream holds it until it ends.
+//! - [`Limits::enter`]: a global in-flight [`Slot`] (`max_in_flight`); when none is left the
+//!   request is shed with 503 `overloaded`, before auth. The slot is counted in
+//!   `byok_in_flight_requests` from here to the end of the response body.
+//! - [`Limits::admit`]: per-user requests per minute with a burst — GCRA (governor) in memory,
+//!   or in Redis when `limits.redis_url` is set (shared by all replicas) — and a per-user
+//!   concurrency permit; the result is an [`Admitted`] caller with its permit and the rate
+//!   state for the `x-ratelimit-*` headers.
+//! - [`Limits::buffer`]: a share of the global budget of buffered request bytes
+//!   (`max_buffered_bytes`), held while a request body is in memory.
+//!
+//! Redis is never waited for on the request path when it is down: a background task connects
+//! and watches it; while it is unreachable the local limiter answers at once (logged once,
+//! counted in `byok_redis_fallback_total`).
+//!
+//! The limiter is generic over governor's clock so tests drive time with
+//! `FakeRelativeClock` instead of sleeping.
 
 use crate::auth::Caller;
 use crate::config::LimitsConfig;
 use crate::error::ProxyError;
+use crate::http_util::RateHeaders;
 use crate::metrics::Metrics;
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
@@ -18,45 +29,94 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-type Gcra = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+type Gcra<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 
-struct UserLimiter {
+struct UserLimiter<C: Clock> {
     rpm: u32,
-    rate: Gcra,
+    rate: Gcra<C>,
     concurrency: Arc<Semaphore>,
 }
 
-/// The rate-limit state reported in `x-ratelimit-*` headers.
-#[derive(Debug, Clone, Copy)]
-pub struct RateInfo {
-    pub limit: u32,
-    pub remaining: u32,
+/// A global in-flight slot, counted in `byok_in_flight_requests` while held.
+pub struct Slot {
+    gauge: prometheus::IntGauge,
+    _permit: OwnedSemaphorePermit,
 }
 
-/// Permits that must live as long as the response (its body included).
-pub struct Admission {
-    pub info: RateInfo,
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// A caller that passed the rate and concurrency limits, with what it holds.
+pub struct Admitted {
+    pub caller: Caller,
+    /// The caller's concurrency permit: lives as long as the response body.
     pub permit: OwnedSemaphorePermit,
+    /// For the `x-ratelimit-*` headers.
+    pub rate: RateHeaders,
 }
 
-pub struct Limits {
+/// A share of the buffered-request-bytes budget, returned when dropped.
+#[derive(Debug)]
+pub struct BufferPermit {
+    used: Arc<AtomicUsize>,
+    max: usize,
+    bytes: usize,
+}
+
+/// Reservations grow in steps of this, so a chunked body costs few atomic operations.
+const BUFFER_STEP: usize = 64 * 1024;
+
+impl BufferPermit {
+    /// Bytes reserved.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Reserves up to at least `total` bytes; `false` (nothing changed) if the budget is spent.
+    pub fn grow(&mut self, total: usize) -> bool {
+        if total <= self.bytes {
+            return true;
+        }
+        let want = total.div_ceil(BUFFER_STEP) * BUFFER_STEP - self.bytes;
+        if reserve(&self.used, self.max, want) {
+            self.bytes += want;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for BufferPermit {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+fn reserve(used: &AtomicUsize, max: usize, n: usize) -> bool {
+    used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+        u.checked_add(n).filter(|t| *t <= max)
+    })
+    .is_ok()
+}
+
+pub struct Limits<C: Clock = DefaultClock> {
     config: LimitsConfig,
-    users: DashMap<Uuid, Arc<UserLimiter>>,
+    clock: C,
+    users: DashMap<Uuid, Arc<UserLimiter<C>>>,
     global: Arc<Semaphore>,
+    buffered: Arc<AtomicUsize>,
     redis: Option<redis_gcra::RedisGcra>,
-    redis_down_logged: AtomicBool,
-    /// While set and in the future, Redis is skipped (it failed recently).
-    redis_retry_at: std::sync::Mutex<Option<Instant>>,
 }
-
-/// After a Redis failure, how long the local limiter answers before Redis is tried again.
-const REDIS_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 fn quota(rpm: u32, burst: u32) -> Quota {
     let rpm = NonZeroU32::new(rpm.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -64,36 +124,68 @@ fn quota(rpm: u32, burst: u32) -> Quota {
     Quota::per_minute(rpm).allow_burst(burst)
 }
 
-impl Limits {
+impl Limits<DefaultClock> {
+    /// Limits on the real clock; with `limits.redis_url` set, starts the Redis watcher (so this
+    /// must run inside the tokio runtime).
+    ///
     /// # Errors
     /// A malformed `limits.redis_url`.
     pub fn new(config: &LimitsConfig) -> Result<Limits, redis::RedisError> {
         let redis = match &config.redis_url {
-            Some(url) => Some(redis_gcra::RedisGcra::new(url)?),
+            Some(url) => Some(redis_gcra::RedisGcra::start(url)?),
             None => None,
         };
-        Ok(Limits {
+        let mut limits = Limits::with_clock(config, DefaultClock::default());
+        limits.redis = redis;
+        Ok(limits)
+    }
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    /// Local limits on `clock` (no Redis).
+    pub fn with_clock(config: &LimitsConfig, clock: C) -> Limits<C> {
+        Limits {
             global: Arc::new(Semaphore::new(config.max_in_flight)),
+            buffered: Arc::new(AtomicUsize::new(0)),
             config: config.clone(),
+            clock,
             users: DashMap::new(),
-            redis,
-            redis_down_logged: AtomicBool::new(false),
-            redis_retry_at: std::sync::Mutex::new(None),
-        })
+            redis: None,
+        }
     }
 
     /// Takes a global in-flight slot, or sheds the request.
     ///
     /// # Errors
     /// 503 `overloaded`.
-    pub fn enter(&self, metrics: &Metrics) -> Result<OwnedSemaphorePermit, ProxyError> {
-        self.global.clone().try_acquire_owned().map_err(|_| {
+    pub fn enter(&self, metrics: &Metrics) -> Result<Slot, ProxyError> {
+        let permit = self.global.clone().try_acquire_owned().map_err(|_| {
             metrics.rate_limited.with_label_values(&["global"]).inc();
             ProxyError::Overloaded
+        })?;
+        metrics.in_flight.inc();
+        Ok(Slot {
+            gauge: metrics.in_flight.clone(),
+            _permit: permit,
         })
     }
 
-    fn user(&self, caller: &Caller) -> Arc<UserLimiter> {
+    /// Reserves `bytes` of the buffered-request budget; `None` when it is spent.
+    pub fn buffer(&self, bytes: usize) -> Option<BufferPermit> {
+        let mut permit = BufferPermit {
+            used: self.buffered.clone(),
+            max: self.config.max_buffered_bytes,
+            bytes: 0,
+        };
+        (bytes == 0 || permit.grow(bytes)).then_some(permit)
+    }
+
+    /// Bytes of request bodies held right now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    fn user(&self, caller: &Caller) -> Arc<UserLimiter<C>> {
         let rpm = caller
             .requests_per_minute
             .unwrap_or(self.config.requests_per_minute);
@@ -105,8 +197,11 @@ impl Limits {
         let build = |concurrency: Option<Arc<Semaphore>>| {
             Arc::new(UserLimiter {
                 rpm,
-                rate: RateLimiter::direct(quota(rpm, self.config.burst))
-                    .with_middleware::<StateInformationMiddleware>(),
+                rate: RateLimiter::direct_with_clock(
+                    quota(rpm, self.config.burst),
+                    self.clock.clone(),
+                )
+                .with_middleware::<StateInformationMiddleware>(),
                 concurrency: concurrency.unwrap_or_else(|| {
                     Arc::new(Semaphore::new(self.config.max_concurrent_requests as usize))
                 }),
@@ -127,20 +222,20 @@ impl Limits {
     ///
     /// # Errors
     /// 429 `rate_limit_exceeded` with the limit, what remains and when to retry.
-    pub async fn admit(&self, caller: &Caller, metrics: &Metrics) -> Result<Admission, ProxyError> {
-        let user = self.user(caller);
+    pub async fn admit(&self, caller: Caller, metrics: &Metrics) -> Result<Admitted, ProxyError> {
+        let user = self.user(&caller);
         let burst = self.config.burst.max(1);
-        let info = match self.check_rate(caller.user_id, &user, burst, metrics).await {
-            Ok(remaining) => RateInfo {
-                limit: user.rpm,
-                remaining,
-            },
+        let remaining = match self.check_rate(caller.user_id, &user, burst, metrics).await {
+            Ok(remaining) => remaining,
             Err(retry_after) => {
                 metrics.rate_limited.with_label_values(&["requests"]).inc();
                 return Err(ProxyError::RateLimited {
                     per: "requests per minute",
-                    limit: user.rpm,
-                    remaining: 0,
+                    rate: RateHeaders {
+                        limit: user.rpm,
+                        remaining: 0,
+                        reset: Some(retry_after),
+                    },
                     retry_after,
                 });
             }
@@ -152,61 +247,54 @@ impl Limits {
                 .inc();
             ProxyError::RateLimited {
                 per: "concurrent requests",
-                limit: self.config.max_concurrent_requests,
-                remaining: 0,
+                rate: RateHeaders {
+                    limit: self.config.max_concurrent_requests,
+                    remaining: 0,
+                    reset: None,
+                },
                 retry_after: Duration::from_secs(1),
             }
         })?;
-        Ok(Admission { info, permit })
+        Ok(Admitted {
+            caller,
+            permit,
+            rate: RateHeaders {
+                limit: user.rpm,
+                remaining,
+                reset: None,
+            },
+        })
     }
 
     /// `Ok(remaining)` or `Err(retry after)`.
     async fn check_rate(
         &self,
         user_id: Uuid,
-        user: &UserLimiter,
+        user: &UserLimiter<C>,
         burst: u32,
         metrics: &Metrics,
     ) -> Result<u32, Duration> {
         if let Some(redis) = &self.redis {
-            let skip = self
-                .redis_retry_at
-                .lock()
-                .map(|t| t.is_some_and(|t| Instant::now() < t))
-                .unwrap_or(false);
-            if skip {
-                metrics.redis_fallback.inc();
-            } else {
-                match redis.check(user_id, user.rpm, burst).await {
-                    Ok(r) => {
-                        if self.redis_down_logged.swap(false, Ordering::Relaxed) {
-                            tracing::info!("Redis rate limiter is back");
-                        }
-                        return r;
-                    }
-                    Err(e) => {
-                        metrics.redis_fallback.inc();
-                        // Don't make every request wait for a dead Redis: retry after a pause.
-                        if let Ok(mut t) = self.redis_retry_at.lock() {
-                            *t = Some(Instant::now() + REDIS_RETRY_AFTER);
-                        }
-                        if !self.redis_down_logged.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(error = %e, "Redis rate limiter unavailable; using the local limiter");
-                        }
-                    }
-                }
+            match redis.check(user_id, user.rpm, burst).await {
+                Some(r) => return r,
+                None => metrics.redis_fallback.inc(),
             }
         }
         match user.rate.check() {
             Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
-            Err(not_until) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+            Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
         }
     }
 }
 
-/// GCRA in Redis: one atomic script per check, time from the Redis server.
+/// GCRA in Redis: one atomic script per check, time from the Redis server. A watcher task
+/// owns the connection: it connects, pings, and flags Redis up or down; the request path only
+/// ever uses a connection that is up, with a short timeout, and answers locally otherwise.
 mod redis_gcra {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, RwLock};
     use std::time::Duration;
+    use tokio::sync::Notify;
     use uuid::Uuid;
 
     const SCRIPT: &str = r"
@@ -225,62 +313,227 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((burst * interval + interval
 return {1, math.floor((now - allow_at) / interval)}
 ";
 
-    /// How long a Redis check may take before the local limiter answers instead.
+    /// How long a check on a live Redis may take before the local limiter answers instead.
     const TIMEOUT: Duration = Duration::from_millis(250);
+    /// How often the watcher pings a live Redis, and retries a dead one (at most).
+    const WATCH_EVERY: Duration = Duration::from_millis(500);
+    const RETRY_MAX: Duration = Duration::from_secs(5);
+
+    struct Shared {
+        conn: RwLock<Option<redis::aio::MultiplexedConnection>>,
+        up: AtomicBool,
+        /// Woken by the request path when a live connection failed.
+        failed: Notify,
+    }
 
     pub struct RedisGcra {
-        client: redis::Client,
-        conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+        shared: Arc<Shared>,
         script: redis::Script,
     }
 
     impl RedisGcra {
-        pub fn new(url: &str) -> Result<RedisGcra, redis::RedisError> {
+        /// Starts the watcher task (which stops when this is dropped).
+        pub fn start(url: &str) -> Result<RedisGcra, redis::RedisError> {
+            let client = redis::Client::open(url)?;
+            let shared = Arc::new(Shared {
+                conn: RwLock::new(None),
+                up: AtomicBool::new(false),
+                failed: Notify::new(),
+            });
+            tokio::spawn(watch(client, Arc::downgrade(&shared)));
             Ok(RedisGcra {
-                client: redis::Client::open(url)?,
-                conn: tokio::sync::OnceCell::new(),
+                shared,
                 script: redis::Script::new(SCRIPT),
             })
         }
 
-        /// `Ok(Ok(remaining))`, `Ok(Err(retry_after))`, or `Err` if Redis did not answer.
+        /// `Some(Ok(remaining))`, `Some(Err(retry_after))`, or `None` when Redis is down or
+        /// did not answer in time (the caller answers locally).
         pub async fn check(
             &self,
             user: Uuid,
             rpm: u32,
             burst: u32,
-        ) -> Result<Result<u32, Duration>, String> {
-            let fut = async {
-                let conn = self
-                    .conn
-                    .get_or_try_init(|| async {
-                        let cfg = redis::aio::ConnectionManagerConfig::new()
-                            .set_connection_timeout(TIMEOUT)
-                            .set_response_timeout(TIMEOUT)
-                            .set_number_of_retries(1);
-                        redis::aio::ConnectionManager::new_with_config(self.client.clone(), cfg)
-                            .await
-                    })
-                    .await?;
-                let mut conn = conn.clone();
-                let interval_us = 60_000_000u64 / u64::from(rpm.max(1));
-                let (allowed, value): (i64, i64) = self
-                    .script
-                    .key(format!("byok:rl:{user}"))
-                    .arg(interval_us)
-                    .arg(burst)
-                    .invoke_async(&mut conn)
-                    .await?;
-                Ok::<_, redis::RedisError>((allowed, value))
-            };
-            match tokio::time::timeout(TIMEOUT, fut).await {
-                Err(_) => Err("timed out".into()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Ok(Ok((1, remaining))) => Ok(Ok(u32::try_from(remaining).unwrap_or(0))),
-                Ok(Ok((_, wait_us))) => Ok(Err(Duration::from_micros(
+        ) -> Option<Result<u32, Duration>> {
+            if !self.shared.up.load(Ordering::Acquire) {
+                return None;
+            }
+            let mut conn = self.shared.conn.read().ok()?.clone()?;
+            let interval_us = 60_000_000u64 / u64::from(rpm.max(1));
+            let mut invocation = self.script.key(format!("byok:rl:{user}"));
+            invocation.arg(interval_us).arg(burst);
+            let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
+            match tokio::time::timeout(TIMEOUT, call).await {
+                Ok(Ok((1, remaining))) => Some(Ok(u32::try_from(remaining).unwrap_or(0))),
+                Ok(Ok((_, wait_us))) => Some(Err(Duration::from_micros(
                     u64::try_from(wait_us).unwrap_or(0),
                 ))),
+                Err(_) | Ok(Err(_)) => {
+                    self.shared.up.store(false, Ordering::Release);
+                    self.shared.failed.notify_one();
+                    None
+                }
             }
         }
+    }
+
+    /// Connects, then pings every [`WATCH_EVERY`]; marks Redis down on any failure and
+    /// reconnects with backoff. Logs each transition once.
+    async fn watch(client: redis::Client, shared: std::sync::Weak<Shared>) {
+        let mut backoff = WATCH_EVERY;
+        let mut logged_down = false;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT);
+        loop {
+            let Some(s) = shared.upgrade() else { return };
+            let live = s.conn.read().ok().and_then(|c| c.clone());
+            let ok = match live {
+                Some(mut conn) => tokio::time::timeout(
+                    TIMEOUT,
+                    redis::cmd("PING").query_async::<String>(&mut conn),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok()),
+                None => match client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                {
+                    Ok(conn) => {
+                        if let Ok(mut c) = s.conn.write() {
+                            *c = Some(conn);
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        if !logged_down {
+                            tracing::warn!(error = %e, "Redis rate limiter unavailable; using the local limiter");
+                        }
+                        false
+                    }
+                },
+            };
+            if ok {
+                if !s.up.swap(true, Ordering::AcqRel) && logged_down {
+                    tracing::info!("Redis rate limiter is back");
+                }
+                logged_down = false;
+                backoff = WATCH_EVERY;
+            } else {
+                if s.up.swap(false, Ordering::AcqRel) && !logged_down {
+                    tracing::warn!("Redis rate limiter stopped answering; using the local limiter");
+                }
+                logged_down = true;
+                if let Ok(mut c) = s.conn.write() {
+                    *c = None;
+                }
+            }
+            let wait = if ok { WATCH_EVERY } else { backoff };
+            if !ok {
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            let failed = Arc::clone(&s);
+            drop(s);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = failed.failed.notified() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    fn config(rpm: u32, burst: u32, concurrent: u32) -> LimitsConfig {
+        LimitsConfig {
+            max_body_bytes: 1024,
+            requests_per_minute: rpm,
+            burst,
+            max_concurrent_requests: concurrent,
+            max_in_flight: 2,
+            max_buffered_bytes: 200 * 1024,
+            redis_url: None,
+        }
+    }
+
+    fn caller(rpm: Option<u32>) -> Caller {
+        Caller {
+            user_id: Uuid::from_u128(7),
+            user_name: "u".into(),
+            token_id: Uuid::from_u128(8),
+            requests_per_minute: rpm,
+        }
+    }
+
+    #[tokio::test]
+    async fn rate_burst_then_refill_on_a_fake_clock() {
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(&config(60, 3, 100), clock.clone());
+        let m = Metrics::new().unwrap();
+        for want in [2, 1, 0] {
+            let a = limits.admit(caller(None), &m).await.unwrap();
+            assert_eq!((a.rate.limit, a.rate.remaining), (60, want));
+        }
+        let Err(ProxyError::RateLimited {
+            retry_after, rate, ..
+        }) = limits.admit(caller(None), &m).await
+        else {
+            panic!("fourth request in the burst must be limited")
+        };
+        assert_eq!(retry_after, Duration::from_secs(1));
+        assert_eq!((rate.limit, rate.remaining), (60, 0));
+        // One interval later exactly one more request fits.
+        clock.advance(Duration::from_secs(1));
+        assert!(limits.admit(caller(None), &m).await.is_ok());
+        assert!(limits.admit(caller(None), &m).await.is_err());
+        // A per-user override takes effect at once.
+        clock.advance(Duration::from_secs(60));
+        let a = limits.admit(caller(Some(6)), &m).await.unwrap();
+        assert_eq!(a.rate.limit, 6);
+    }
+
+    #[tokio::test]
+    async fn concurrency_permit_is_released_on_drop() {
+        let limits = Limits::with_clock(&config(1000, 1000, 1), FakeRelativeClock::default());
+        let m = Metrics::new().unwrap();
+        let held = limits.admit(caller(None), &m).await.unwrap();
+        let Err(ProxyError::RateLimited { per, .. }) = limits.admit(caller(None), &m).await else {
+            panic!("second concurrent request must be refused")
+        };
+        assert_eq!(per, "concurrent requests");
+        drop(held);
+        assert!(limits.admit(caller(None), &m).await.is_ok());
+    }
+
+    #[test]
+    fn global_slots_and_gauge() {
+        let limits = Limits::with_clock(&config(1, 1, 1), FakeRelativeClock::default());
+        let m = Metrics::new().unwrap();
+        let a = limits.enter(&m).unwrap();
+        let b = limits.enter(&m).unwrap();
+        assert_eq!(m.in_flight.get(), 2);
+        assert!(matches!(limits.enter(&m), Err(ProxyError::Overloaded)));
+        drop(a);
+        assert_eq!(m.in_flight.get(), 1);
+        drop(b);
+        assert_eq!(m.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn buffer_budget_is_shared_and_returned() {
+        let limits = Limits::with_clock(&config(1, 1, 1), FakeRelativeClock::default());
+        let mut a = limits.buffer(100 * 1024).unwrap();
+        assert_eq!(a.bytes(), 128 * 1024);
+        assert!(limits.buffer(100 * 1024).is_none());
+        let b = limits.buffer(64 * 1024).unwrap();
+        assert!(!a.grow(150 * 1024));
+        assert_eq!(limits.buffered_bytes(), 192 * 1024);
+        drop(b);
+        assert!(a.grow(150 * 1024));
+        drop(a);
+        assert_eq!(limits.buffered_bytes(), 0);
     }
 }

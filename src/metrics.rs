@@ -24,6 +24,7 @@ pub struct Metrics {
     pub provider_health: IntGaugeVec,
     pub in_flight: IntGauge,
     pub upstream_request_duration: Histogram,
+    pub auth_failures: IntCounterVec,
 }
 
 fn counter(
@@ -122,6 +123,12 @@ impl Metrics {
                 "byok_system_credential_fallback_total",
                 "Requests the gateway served with the operator's credentials instead of the caller's (usage.is_byok false).",
                 &["provider"],
+            )?,
+            auth_failures: counter(
+                &r,
+                "byok_auth_failures_total",
+                "Failed authentications by reason (malformed, unknown_token, token_revoked, token_expired, user_disabled, admin_token).",
+                &["reason"],
             )?,
             registry: r,
             http_duration,

@@ -12,18 +12,19 @@
 //! 4. Send upstream (connect / first-byte timeouts: 502 / 504), filter the response headers,
 //!    and return the upstream body wrapped in a [`PassthroughBody`].
 
-pub mod models;
 pub mod rewrite;
 
-use crate::app::{AppState, RequestCtx};
 use crate::auth::Caller;
 use crate::config::UpstreamMode;
 use crate::error::ProxyError;
-use crate::http_util::{json_response, read_limited, Body};
+use crate::http_util::{json_response, Body};
 use crate::keys::providers;
 use crate::keys::ring::UserCredentials;
+use crate::request::{read_body, RequestCtx, UpstreamFacts, Upstreamed};
 use crate::router::Route;
+use crate::state::AppState;
 use crate::stream::{End, PassthroughBody};
+use crate::upstream::catalog as models;
 use crate::upstream::headers::{filter_response_headers, upstream_request_headers};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -76,12 +77,18 @@ fn resolve<'a>(
     if model.contains('/') {
         return Ok(model.into());
     }
-    if anthropic_route && !model.is_empty() {
-        return Ok(format!("anthropic/{model}").into());
+    let bare = &app.config.models.bare_names;
+    let family = if anthropic_route {
+        &bare.anthropic
+    } else {
+        &bare.openai
+    };
+    match family {
+        Some(provider) if !model.is_empty() => Ok(format!("{provider}/{model}").into()),
+        _ => Err(ProxyError::UnknownProvider(format!(
+            "Model `{model}` has no provider prefix and is not a configured alias. Use `provider/model`, like \"openai/gpt-4o\"."
+        ))),
     }
-    Err(ProxyError::UnknownProvider(format!(
-        "Model `{model}` has no provider prefix and is not a configured alias. Use `provider/model`, like \"openai/gpt-4o\"."
-    )))
 }
 
 fn known_provider(app: &AppState, provider: &str) -> bool {
@@ -147,10 +154,15 @@ async fn forward(
     ctx: &RequestCtx,
     caller: &Caller,
 ) -> Result<Response<Body>, ProxyError> {
-    let limit = app.config.limits.max_body_bytes;
     let (parts, body) = req.into_parts();
-    let body = read_limited(&parts.headers, body, limit).await?;
-    let parsed = rewrite::parse(&body).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
+    let body = read_body(
+        &parts.headers,
+        body,
+        app.body_limits(app.config.limits.max_body_bytes),
+    )
+    .await?;
+    let parsed =
+        rewrite::parse(&body.bytes).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
     let anthropic = route.anthropic_errors();
     let model = resolve(app, &parsed.model, anthropic)?;
     let provider = models::creator(&model);
@@ -187,11 +199,15 @@ async fn forward(
                 byok: Some(&byok),
                 include_usage,
             });
-            if let Some(key) = &app.config.upstream.gateway_api_key {
-                let v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                    .map_err(|_| ProxyError::Internal)?;
-                headers.insert(http::header::AUTHORIZATION, v);
-            }
+            let key = app
+                .config
+                .upstream
+                .gateway_api_key
+                .as_ref()
+                .ok_or(ProxyError::UpstreamNotConfigured)?;
+            let v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                .map_err(|_| ProxyError::Internal)?;
+            headers.insert(http::header::AUTHORIZATION, v);
             (
                 format!("{}{path}{query}", app.config.upstream.gateway_base_url),
                 out,
@@ -258,7 +274,16 @@ async fn forward(
             crate::upstream::Error::Unavailable(_) => ProxyError::UpstreamUnavailable,
         }
     })?;
+    drop(body);
     let ttfb = sent.elapsed();
+    // The gateway authenticates byok-proxy, not the caller: its 401 is the operator's to fix
+    // (a caller's rejected provider key shows up as a failed BYOK attempt, not as a 401).
+    if app.config.upstream.mode == UpstreamMode::Gateway
+        && resp.status() == StatusCode::UNAUTHORIZED
+    {
+        tracing::error!(status = %resp.status(), "the gateway refused the operator's gateway key");
+        return Err(ProxyError::UpstreamAuthFailed(resp.status().as_u16()));
+    }
     app.metrics
         .upstream_ttfb
         .with_label_values(&[provider])
@@ -271,11 +296,12 @@ async fn forward(
             .inc();
     }
     filter_response_headers(&mut head.headers);
+    let upstreamed = Arc::new(Upstreamed::default());
     let done = Finished {
+        upstreamed: upstreamed.clone(),
         app: app.clone(),
         request_id: ctx.request_id.clone(),
         user_id: caller.user_id,
-        route: route.label(),
         provider: provider.to_string(),
         model: model.to_string(),
         status: head.status,
@@ -287,7 +313,7 @@ async fn forward(
     let body =
         PassthroughBody::new(body, app.upstream.idle_timeout, Some(on_finish)).boxed_unsync();
     let mut resp = Response::from_parts(head, body);
-    resp.extensions_mut().insert(crate::app::LoggedAtEnd);
+    resp.extensions_mut().insert(upstreamed);
     Ok(resp)
 }
 
@@ -303,10 +329,10 @@ async fn credentials(app: &AppState, caller: &Caller) -> Result<Arc<UserCredenti
 
 /// What the end of a proxied body needs: usage, stream metrics, the access line.
 struct Finished {
+    upstreamed: Arc<Upstreamed>,
     app: Arc<AppState>,
     request_id: String,
     user_id: uuid::Uuid,
-    route: &'static str,
     provider: String,
     model: String,
     status: StatusCode,
@@ -361,23 +387,15 @@ impl Finished {
         m.tokens
             .with_label_values(&[self.provider.as_str(), "completion"])
             .inc_by(u.completion_tokens);
-        tracing::info!(
-            target: "byok_proxy::access",
-            request_id = %self.request_id,
-            method = "POST",
-            route = self.route,
-            status = self.status.as_u16(),
-            user = %self.user_id,
-            model = %self.model,
-            provider = %self.provider,
-            ttfb_ms = self.ttfb.as_secs_f64() * 1000.0,
-            duration_ms = duration.as_secs_f64() * 1000.0,
-            bytes = summary.bytes,
-            end = summary.end.label(),
-            prompt_tokens = u.prompt_tokens,
-            completion_tokens = u.completion_tokens,
-            "request"
-        );
+        self.upstreamed.set(UpstreamFacts {
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            ttfb: self.ttfb,
+            bytes: summary.bytes,
+            end: summary.end.label(),
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        });
         self.app.usage.record(crate::usage::UsageRecord {
             request_id: self.request_id,
             user_id: self.user_id,

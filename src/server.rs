@@ -4,7 +4,7 @@
 //!
 //! Tests bind `127.0.0.1:0` themselves and own the shutdown future.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
@@ -42,7 +42,7 @@ pub async fn run(
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req, remote).await) }
+            async move { Ok::<_, Infallible>(crate::app::handle(app, req, remote).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());

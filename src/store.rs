@@ -145,6 +145,44 @@ pub struct TokenRecord {
     pub user: User,
 }
 
+// === usage (plain data; extraction and the writer live in `usage`) ===
+
+/// Token counts found in a response.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: Option<f64>,
+    /// `usage.is_byok` as the gateway reports it (`false`: it used the operator's credentials).
+    pub is_byok: Option<bool>,
+}
+
+/// One request's accounting.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub user_id: Uuid,
+    pub provider: String,
+    pub model: String,
+    pub usage: Usage,
+    /// `ok`, `error` (upstream answered an error), `aborted` (client went away or the stream
+    /// was cut), `timeout`.
+    pub status: &'static str,
+    pub latency_ms: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A row of `GET /api/usage`: one day and model.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UsageRow {
+    pub day: String,
+    pub model: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: f64,
+}
+
 /// Marks the active keys of one user and provider as used at `at`.
 #[derive(Debug, Clone)]
 pub struct KeyTouch {
@@ -361,7 +399,7 @@ impl Store {
     ///
     /// # Errors
     /// Database failure (the batch is rolled back).
-    pub async fn insert_usage(&self, records: &[crate::usage::UsageRecord]) -> Result<()> {
+    pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<()> {
         // One last_used_at update per (user, provider) per batch, not one per record.
         let mut touches: Vec<KeyTouch> = Vec::new();
         for r in records.iter().filter(|r| r.status == "ok") {
@@ -384,11 +422,7 @@ impl Store {
     ///
     /// # Errors
     /// Database failure.
-    pub async fn usage_summary(
-        &self,
-        user_id: Uuid,
-        days: u32,
-    ) -> Result<Vec<crate::usage::UsageRow>> {
+    pub async fn usage_summary(&self, user_id: Uuid, days: u32) -> Result<Vec<UsageRow>> {
         dispatch!(self, s => s.usage_summary(user_id, days).await)
     }
 

@@ -2,6 +2,7 @@
 //! https), connect and first-byte timeouts from config. `send` answers the upstream's response
 //! or an error that says which failure happened, so the edge can pick 502 or 504.
 
+pub mod catalog;
 pub mod headers;
 
 use crate::config::UpstreamConfig;

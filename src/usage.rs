@@ -8,23 +8,11 @@
 
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, Store};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+pub use crate::store::{Usage, UsageRecord, UsageRow};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
-
-/// Token counts found in a response.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cost: Option<f64>,
-    /// `usage.is_byok` as the gateway reports it (`false`: it used the operator's credentials).
-    pub is_byok: Option<bool>,
-}
 
 /// The JSON object that follows the `"usage":` at `at` in `buf`, if it is complete.
 fn usage_object_at(buf: &[u8], at: usize) -> Option<Value> {
@@ -77,32 +65,6 @@ pub fn extract(head: &[u8], tail: &[u8]) -> Option<Usage> {
         cost: last.get("cost").and_then(Value::as_f64),
         is_byok: last.get("is_byok").and_then(Value::as_bool),
     })
-}
-
-/// One request's accounting.
-#[derive(Debug, Clone)]
-pub struct UsageRecord {
-    pub request_id: String,
-    pub user_id: Uuid,
-    pub provider: String,
-    pub model: String,
-    pub usage: Usage,
-    /// `ok`, `error` (upstream answered an error), `aborted` (client went away or the stream
-    /// was cut), `timeout`.
-    pub status: &'static str,
-    pub latency_ms: u64,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A row of `GET /api/usage`: one day and model.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct UsageRow {
-    pub day: String,
-    pub model: String,
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cost: f64,
 }
 
 enum Msg {

@@ -701,7 +701,7 @@ fn plausible(name: &str) -> String {
         n if n.starts_with("BYOK_") && !SECRET_VARS.contains(&n) && n != "BYOK_ADMIN_TOKEN" => {
             "16".into()
         }
-        _ => "a-long-random-secret-0123456789".into(),
+        _ => "a-long-random-secret-0123456789-abcdef".into(),
     }
 }
 

@@ -3,9 +3,9 @@
 //! `byok` and routing pinned to the provider. Direct mode: the provider's model list.
 //! Answers `{ok, status, latency_ms, message}`; the message never contains the key.
 
-use crate::app::AppState;
 use crate::config::UpstreamMode;
 use crate::keys::ring::Credential;
+use crate::state::AppState;
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full};

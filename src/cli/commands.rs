@@ -3,8 +3,8 @@
 
 use super::{Cli, Command, KeyCommand, TokenCommand, UserCommand};
 use crate::accounts;
-use crate::app::{vault_from_config, AppState};
 use crate::config::{Config, EnvMap};
+use crate::state::{vault_from_config, AppState};
 use crate::store::{AuditEntry, Store, UserPatch};
 use anyhow::{anyhow, Context};
 use std::path::PathBuf;

@@ -35,7 +35,7 @@ fn env_overrides_file_and_defaults() {
             ("BYOK_LIMITS__BURST", "7"),
             ("BYOK_UPSTREAM__FIRST_BYTE_TIMEOUT", "500ms"),
             ("BYOK_DATABASE__URL", "postgres://u@127.0.0.1/db"),
-            ("BYOK_ADMIN_TOKEN", "12345"),
+            ("BYOK_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef"),
             ("BYOK_METRICS__ENABLED", "false"),
             ("BYOK_LISTEN", "127.0.0.1:9000"),
             ("BYOK_TEST_DATABASE_URL", "ignored: no section separator"),
@@ -48,12 +48,68 @@ fn env_overrides_file_and_defaults() {
         c.database.url,
         DatabaseUrl::Postgres("postgres://u@127.0.0.1/db".into())
     );
-    assert_eq!(c.admin_token.unwrap().expose(), "12345");
+    assert_eq!(
+        c.admin_token.unwrap().expose(),
+        "0123456789abcdef0123456789abcdef"
+    );
     assert!(!c.metrics_enabled);
     assert_eq!(c.listen.port(), 9000);
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("no gateway key"), "{:?}", c.warnings);
     let c = Config::load(None, &env(&[("BYOK_LISTN", "127.0.0.1:1")])).unwrap();
     assert!(c.warnings[0].contains("BYOK_LISTN"), "{:?}", c.warnings);
+}
+
+#[test]
+fn short_admin_token_is_refused_without_echoing_it() {
+    let short = "a".repeat(31);
+    let err = Config::load(None, &env(&[("BYOK_ADMIN_TOKEN", short.as_str())])).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("admin.token") && msg.contains("BYOK_ADMIN_TOKEN"),
+        "{msg}"
+    );
+    assert!(msg.contains("at least 32"), "{msg}");
+    assert!(!msg.contains(&short), "{msg}");
+    let ok = "a".repeat(32);
+    assert!(Config::load(None, &env(&[("BYOK_ADMIN_TOKEN", ok.as_str())])).is_ok());
+}
+
+#[test]
+fn server_limits_and_system_credentials() {
+    let c = Config::defaults().unwrap();
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(
+        c.upstream.system_credentials,
+        crate::config::SystemCredentials::Deny
+    );
+    let c = Config::load(
+        None,
+        &env(&[
+            ("BYOK_UPSTREAM__GATEWAY__SYSTEM_CREDENTIALS", "allow"),
+            ("BYOK_SERVER__IDLE_TIMEOUT", "5s"),
+            ("AI_GATEWAY_API_KEY", "gw"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.upstream.system_credentials,
+        crate::config::SystemCredentials::Allow
+    );
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(5));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    for (var, value) in [
+        ("BYOK_UPSTREAM__GATEWAY__SYSTEM_CREDENTIALS", "sometimes"),
+        ("BYOK_SERVER__BODY_READ_TIMEOUT", "0s"),
+        ("BYOK_SERVER__MAX_CONNECTIONS", "0"),
+        ("BYOK_LIMITS__MAX_BUFFERED_BYTES", "1"),
+    ] {
+        let err = Config::load(None, &env(&[(var, value)])).unwrap_err();
+        assert!(err.to_string().contains(var), "{err}");
+    }
 }
 
 #[test]

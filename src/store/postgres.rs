@@ -564,7 +564,7 @@ impl PgStore {
 
     pub async fn insert_usage(
         &self,
-        records: &[crate::usage::UsageRecord],
+        records: &[super::UsageRecord],
         touches: &[super::KeyTouch],
     ) -> Result<()> {
         let mut c = self.client().await?;
@@ -612,11 +612,7 @@ impl PgStore {
         tx.commit().await.map_err(q)
     }
 
-    pub async fn usage_summary(
-        &self,
-        user_id: Uuid,
-        days: u32,
-    ) -> Result<Vec<crate::usage::UsageRow>> {
+    pub async fn usage_summary(&self, user_id: Uuid, days: u32) -> Result<Vec<super::UsageRow>> {
         let c = self.client().await?;
         let since = Utc::now() - chrono::Duration::days(i64::from(days));
         let rows = c
@@ -631,7 +627,7 @@ impl PgStore {
             .map_err(q)?;
         rows.iter()
             .map(|r| {
-                Ok(crate::usage::UsageRow {
+                Ok(super::UsageRow {
                     day: r.try_get(0).map_err(q)?,
                     model: r.try_get(1).map_err(q)?,
                     requests: r.try_get::<_, i64>(2).map_err(q)? as u64,

@@ -633,7 +633,7 @@ impl SqliteStore {
 
     pub async fn insert_usage(
         &self,
-        records: &[crate::usage::UsageRecord],
+        records: &[super::UsageRecord],
         touches: &[super::KeyTouch],
     ) -> Result<()> {
         let records = records.to_vec();
@@ -681,11 +681,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn usage_summary(
-        &self,
-        user_id: Uuid,
-        days: u32,
-    ) -> Result<Vec<crate::usage::UsageRow>> {
+    pub async fn usage_summary(&self, user_id: Uuid, days: u32) -> Result<Vec<super::UsageRow>> {
         let since = ts(Utc::now() - chrono::Duration::days(i64::from(days)));
         self.call(move |conn| {
             let mut st = conn
@@ -697,7 +693,7 @@ impl SqliteStore {
                 .map_err(q)?;
             let rows = st
                 .query_map(params![user_id.to_string(), since], |r| {
-                    Ok(crate::usage::UsageRow {
+                    Ok(super::UsageRow {
                         day: r.get(0)?,
                         model: r.get(1)?,
                         requests: r.get::<_, i64>(2)? as u64,

@@ -16,7 +16,7 @@ fn cmd(dir: &Path, master: &str) -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("BYOK_MASTER_KEY", master)
-        .env("BYOK_ADMIN_TOKEN", "admin-token-for-binary-test")
+        .env("BYOK_ADMIN_TOKEN", "admin-token-for-binary-test-0123456789")
         .env("RUST_LOG", "debug")
         .kill_on_drop(true);
     c

@@ -413,11 +413,9 @@ async fn proxy_errors_follow_the_spec_and_send_nothing_upstream() {
         let b: Value = resp.json().await.unwrap();
         assert_error(s, &b, 400, "invalid_request");
     }
-    // 400: unknown provider prefix and unknown alias.
-    for model in ["nosuch/model", "gpt-5-unaliased"] {
-        let (s, b) = p.post(chat, &token, json!({"model": model})).await;
-        assert_error(s, &b, 400, "unknown_provider");
-    }
+    // 400: unknown provider prefix.
+    let (s, b) = p.post(chat, &token, json!({"model": "nosuch/model"})).await;
+    assert_error(s, &b, 400, "unknown_provider");
     // 413.
     let (s, b) = p
         .post(
@@ -526,6 +524,7 @@ async fn upstream_unreachable_and_first_byte_timeout() {
             "BYOK_UPSTREAM__GATEWAY__BASE_URL".into(),
             format!("http://{closed}/v1"),
         );
+        env.insert("AI_GATEWAY_API_KEY".into(), GATEWAY_KEY.into());
     })
     .await;
     let token = alice_with_openai_key(&p).await;

@@ -195,7 +195,7 @@ async fn database_outage_serves_cached_callers_and_recovers() {
             .0;
         assert_eq!(status, 200);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        p.app.keyring.is_cached(alice) && p.app.tokens.has_user(alice)
+        p.app.keyring.is_cached(alice) && p.app.auth.tokens.has_user(alice)
     })
     .await;
 

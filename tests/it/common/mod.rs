@@ -5,16 +5,16 @@
 
 pub mod fake_upstream;
 
-use byok_proxy::app::AppState;
 use byok_proxy::config::{Config, DatabaseUrl, EnvMap};
 use byok_proxy::keys::crypto::MasterKey;
+use byok_proxy::state::AppState;
 use byok_proxy::store::Store;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789-abcdef";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -201,6 +201,8 @@ pub fn test_env(db: &TestDb, master: &MasterKey) -> EnvMap {
     );
     env.insert("BYOK_ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
     env.insert("BYOK_LISTEN".into(), "127.0.0.1:0".into());
+    // Failed-auth audit rows are written per window; tests read them soon after.
+    env.insert("BYOK_AUDIT__AUTH_FAILURE_WINDOW".into(), "100ms".into());
     // Tests that are not about limits must not trip them.
     env.insert("BYOK_LIMITS__REQUESTS_PER_MINUTE".into(), "1000000".into());
     env.insert("BYOK_LIMITS__BURST".into(), "100000".into());
