@@ -8,7 +8,7 @@
 
 use byok_proxy::accounts::hash_token;
 use byok_proxy::keys::crypto::{aad, MasterKey, Vault};
-use byok_proxy::proxy::rewrite::{parse, Edits};
+use byok_proxy::proxy::rewrite::{parse, Edits, GatewayEdits, ListEdit};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use uuid::Uuid;
 
@@ -35,6 +35,7 @@ fn chat_body(size: usize) -> Vec<u8> {
 
 fn rewrite(c: &mut Criterion) {
     let byok = r#"{"openai":[{"apiKey":"sk-proj-0123456789abcdefghijklmnopqrstuvwxyz"}]}"#;
+    let only = vec!["openai".to_string()];
     let mut g = c.benchmark_group("rewrite");
     for (name, size) in [("1KB", 1024), ("100KB", 100 * 1024), ("1MB", 1024 * 1024)] {
         let body = chat_body(size);
@@ -43,9 +44,13 @@ fn rewrite(c: &mut Criterion) {
             b.iter(|| {
                 let p = parse(black_box(body)).unwrap();
                 p.rewrite(&Edits {
-                    byok: Some(byok),
+                    gateway: Some(GatewayEdits {
+                        byok: Some(byok),
+                        only: ListEdit::Set(&only),
+                        ..GatewayEdits::default()
+                    }),
                     include_usage: true,
-                    model: None,
+                    ..Edits::default()
                 })
             })
         });

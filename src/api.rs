@@ -5,6 +5,7 @@
 mod key_test;
 
 use crate::auth::Caller;
+use crate::config::UpstreamMode;
 use crate::error::ProxyError;
 use crate::http_util::{double_option, empty, json_response, Body};
 use crate::keys::{self, providers, KeyView};
@@ -83,7 +84,7 @@ pub async fn handle(
         )),
         (Route::Providers, Method::GET) => Ok(json_response(
             StatusCode::OK,
-            &json!({ "object": "list", "data": providers::PROVIDERS }),
+            &json!({ "object": "list", "data": provider_list(&app.config.upstream) }),
         )),
         (Route::Keys, Method::GET) => {
             let keys = app.store.list_keys(caller.user_id).await?;
@@ -96,6 +97,15 @@ pub async fn handle(
         (Route::Keys, Method::POST) => {
             let body: NewKey = read_json(req, body_limit).await?;
             check_label(&body.label)?;
+            if app.config.upstream.mode == UpstreamMode::Direct
+                && !crate::upstream::direct::supports(&body.provider)
+            {
+                return Err(ProxyError::InvalidRequest(format!(
+                    "This byok-proxy runs in direct mode, where {} keys cannot be used: {}.",
+                    body.provider,
+                    crate::upstream::direct::unsupported_reason(&body.provider)
+                )));
+            }
             let key = keys::add_key(
                 &app.store,
                 &app.vault,
@@ -219,6 +229,39 @@ pub async fn handle(
         }
         _ => Err(ProxyError::NotFound("Not available in this build.".into())),
     }
+}
+
+/// `GET /api/providers`: every provider with its credential fields, and whether this proxy
+/// can use its keys (direct mode: only API-key providers with a configured endpoint).
+fn provider_list(upstream: &crate::config::UpstreamConfig) -> Vec<serde_json::Value> {
+    providers::PROVIDERS
+        .iter()
+        .map(|p| {
+            let (available, reason) = match upstream.mode {
+                UpstreamMode::Gateway => (true, None),
+                UpstreamMode::Direct if !crate::upstream::direct::supports(p.id) => (
+                    false,
+                    Some(crate::upstream::direct::unsupported_reason(p.id)),
+                ),
+                UpstreamMode::Direct if !upstream.direct.contains_key(p.id) => (
+                    false,
+                    Some(format!(
+                        "no direct endpoint is configured for {} (upstream.direct.{}.base_url)",
+                        p.id, p.id
+                    )),
+                ),
+                UpstreamMode::Direct => (true, None),
+            };
+            let mut v = json!(p);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("available".into(), json!(available));
+                if let Some(r) = reason {
+                    obj.insert("unavailable_reason".into(), json!(r));
+                }
+            }
+            v
+        })
+        .collect()
 }
 
 pub(crate) fn key_error(e: keys::Error) -> ProxyError {

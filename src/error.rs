@@ -17,8 +17,9 @@ pub enum ProxyError {
     InvalidAdminToken,
     #[error("This user is disabled. Ask your byok-proxy operator to re-enable it.")]
     UserDisabled,
-    #[error("You have no active key for provider `{provider}`. Add one with POST /api/keys or in the web UI under Providers.")]
-    NoProviderKey { provider: String },
+    /// The message names the model (and the providers that could serve it) and what to do.
+    #[error("{0}")]
+    NoProviderKey(String),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
@@ -64,7 +65,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => StatusCode::UNAUTHORIZED,
-            ProxyError::UserDisabled | ProxyError::NoProviderKey { .. } => StatusCode::FORBIDDEN,
+            ProxyError::UserDisabled | ProxyError::NoProviderKey(_) => StatusCode::FORBIDDEN,
             ProxyError::InvalidRequest(_) | ProxyError::UnknownProvider(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -91,7 +92,7 @@ impl ProxyError {
         match self {
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "invalid_api_key",
             ProxyError::UserDisabled => "user_disabled",
-            ProxyError::NoProviderKey { .. } => "no_provider_key",
+            ProxyError::NoProviderKey(_) => "no_provider_key",
             ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::UnknownProvider(_) => "unknown_provider",
             ProxyError::RequestTooLarge { .. } => "request_too_large",
@@ -115,7 +116,7 @@ impl ProxyError {
     fn openai_type(&self) -> &'static str {
         match self {
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "authentication_error",
-            ProxyError::UserDisabled | ProxyError::NoProviderKey { .. } => "permission_error",
+            ProxyError::UserDisabled | ProxyError::NoProviderKey(_) => "permission_error",
             ProxyError::InvalidRequest(_)
             | ProxyError::UnknownProvider(_)
             | ProxyError::RequestTooLarge { .. }
@@ -139,7 +140,7 @@ impl ProxyError {
     fn anthropic_type(&self) -> &'static str {
         match self {
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "authentication_error",
-            ProxyError::UserDisabled | ProxyError::NoProviderKey { .. } => "permission_error",
+            ProxyError::UserDisabled | ProxyError::NoProviderKey(_) => "permission_error",
             ProxyError::InvalidRequest(_)
             | ProxyError::UnknownProvider(_)
             | ProxyError::UnsupportedMediaType
@@ -166,7 +167,7 @@ impl ProxyError {
             ProxyError::InvalidApiKey
             | ProxyError::InvalidAdminToken
             | ProxyError::UserDisabled
-            | ProxyError::NoProviderKey { .. }
+            | ProxyError::NoProviderKey(_)
             | ProxyError::InvalidRequest(_)
             | ProxyError::UnknownProvider(_)
             | ProxyError::RequestTooLarge { .. }

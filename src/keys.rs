@@ -24,6 +24,11 @@ pub struct KeyView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// `active`, `inactive`, or `failing` (active, but the gateway passed it over for the
+    /// operator's credentials; see `last_error`).
+    pub status: &'static str,
+    pub last_error: Option<String>,
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 impl From<&ProviderKey> for KeyView {
@@ -37,6 +42,13 @@ impl From<&ProviderKey> for KeyView {
             created_at: k.created_at,
             updated_at: k.updated_at,
             last_used_at: k.last_used_at,
+            status: match (k.is_active, k.failing_since.is_some()) {
+                (false, _) => "inactive",
+                (true, true) => "failing",
+                (true, false) => "active",
+            },
+            last_error: k.last_error.clone().filter(|_| k.is_active),
+            failing_since: k.failing_since.filter(|_| k.is_active),
         }
     }
 }
@@ -78,6 +90,8 @@ pub async fn add_key(
         masked_hint: valid.masked_hint,
         created_at: now,
         updated_at: now,
+        last_error: None,
+        failing_since: None,
         last_used_at: None,
     };
     let audit = AuditEntry {

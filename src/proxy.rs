@@ -1,16 +1,19 @@
-//! The `/v1` handlers: OpenAI- and Anthropic-compatible routes. For each request:
+//! The `/v1` handlers: OpenAI- and Anthropic-compatible routes. A proxied POST runs
+//! [`forward`], a list of steps:
 //!
-//! 1. Read the body once under `limits.max_body_bytes` (413) and parse its top level only
-//!    ([`rewrite::parse`], 400 on a bad body).
-//! 2. Resolve the model (aliases; a bare name on `/v1/messages*` means `anthropic/<name>`) and
-//!    its provider; gather the providers needed: the model's, its fallbacks' (`models`,
-//!    `providerOptions.gateway.models`), and their configured `serving_providers`.
-//! 3. Look up the caller's credentials in the [`KeyRing`](crate::keys::ring::KeyRing) (no DB
-//!    round-trip on a hit). Gateway mode splices `providerOptions.gateway.byok` with only those
-//!    providers' active credentials; direct mode strips the provider prefix and sends the key
-//!    as the provider expects.
-//! 4. Send upstream (connect / first-byte timeouts: 502 / 504), filter the response headers,
-//!    and return the upstream body wrapped in a [`PassthroughBody`].
+//! 1. **read**: the body once, under its limits ([`read_body`]: 413, 415, 408, 503), its top
+//!    level parsed only ([`rewrite::parse`], 400 on a bad body);
+//! 2. **resolve**: the primary model and every fallback (`models`,
+//!    `providerOptions.gateway.models`): aliases, bare names per route family;
+//! 3. **credentials**: the caller's active credentials from the
+//!    [`KeyRing`](crate::keys::ring::KeyRing) (no DB round-trip on a hit);
+//! 4. **build**: gateway mode applies the billing rules of [`gateway::plan`] (BYOK object,
+//!    `only` / `order` pinned, fallbacks checked; refusals send nothing) and splices them into
+//!    the body; direct mode ([`direct`]) strips the provider prefix and sets the caller's key
+//!    as the provider expects it. Headers and query parameters cross by allowlist;
+//! 5. **send** with connect / first-byte timeouts (502 / 504);
+//! 6. **wrap**: the upstream body in a [`PassthroughBody`] whose finish callback accounts
+//!    usage, health, stream metrics and system-credential use once the body ends.
 
 pub mod rewrite;
 
@@ -18,21 +21,25 @@ use crate::auth::Caller;
 use crate::config::UpstreamMode;
 use crate::error::ProxyError;
 use crate::http_util::{json_response, Body};
-use crate::keys::providers;
 use crate::keys::ring::UserCredentials;
 use crate::request::{read_body, RequestCtx, UpstreamFacts, Upstreamed};
 use crate::router::Route;
 use crate::state::AppState;
+use crate::store::{SystemCredentialUse, UsageRecord};
 use crate::stream::{End, PassthroughBody};
-use crate::upstream::catalog as models;
+use crate::upstream::catalog::{self as models, creator};
+use crate::upstream::direct;
+use crate::upstream::gateway::{self, ListPlan, Policy, Refusal, Routing};
 use crate::upstream::headers::{filter_response_headers, upstream_request_headers};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use rewrite::{Edits, GatewayEdits, ListEdit, Parsed};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The upstream path (after the base URL's `/v1`) of each proxied POST route.
 fn upstream_path(route: &Route) -> Option<&'static str> {
@@ -65,12 +72,96 @@ pub async fn handle(
     }
 }
 
-/// Resolves aliases and the provider of a model id.
+/// read → resolve → credentials → build → send → wrap.
+async fn forward(
+    app: &Arc<AppState>,
+    route: &Route,
+    path: &str,
+    req: Request<Incoming>,
+    ctx: &RequestCtx,
+    caller: &Caller,
+) -> Result<Response<Body>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let limits = app.body_limits(app.config.limits.max_body_bytes);
+    let crate::request::ReadBody { bytes, permit } =
+        read_body(&parts.headers, body, limits).await?;
+    let parsed = rewrite::parse(&bytes).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
+    let models = Resolved::new(app, route, &parsed)?;
+    let creds = credentials(app, caller).await?;
+    let outgoing = build(app, route, path, &parts, &parsed, &models, &creds, ctx)?;
+    // The rewritten body is the one held from here on; its budget share goes once it is sent.
+    drop(parsed);
+    drop(bytes);
+    let sent = Instant::now();
+    let resp = send(app, outgoing.request, &models.provider).await;
+    drop(permit);
+    let resp = resp?;
+    for model in &outgoing.sponsored {
+        app.metrics
+            .system_fallback
+            .with_label_values(&[provider_label(creator(model))])
+            .inc();
+    }
+    Ok(wrap(app, ctx, caller, models, resp, sent.elapsed()))
+}
+
+// === resolve ===
+
+/// The models a request can reach, aliases and bare names resolved.
+struct Resolved {
+    primary: String,
+    /// The primary's creator (the provider label of metrics and usage).
+    provider: String,
+    primary_changed: bool,
+    /// Top-level `models`, and `providerOptions.gateway.models`.
+    fallbacks: Vec<String>,
+    gateway_fallbacks: Vec<String>,
+    fallbacks_changed: bool,
+    gateway_fallbacks_changed: bool,
+}
+
+impl Resolved {
+    fn new(app: &AppState, route: &Route, parsed: &Parsed<'_>) -> Result<Resolved, ProxyError> {
+        let anthropic = route.anthropic_errors();
+        let one = |m: &str| resolve(app, m, anthropic).map(Cow::into_owned);
+        let list = |ms: &[String]| -> Result<(Vec<String>, bool), ProxyError> {
+            let out: Vec<String> = ms.iter().map(|m| one(m)).collect::<Result<_, _>>()?;
+            let changed = out != ms;
+            Ok((out, changed))
+        };
+        let primary = one(&parsed.model)?;
+        let (fallbacks, fallbacks_changed) = list(&parsed.models)?;
+        let (gateway_fallbacks, gateway_fallbacks_changed) = list(&parsed.gateway_models)?;
+        Ok(Resolved {
+            provider: creator(&primary).to_string(),
+            primary_changed: primary != parsed.model,
+            primary,
+            fallbacks,
+            gateway_fallbacks,
+            fallbacks_changed,
+            gateway_fallbacks_changed,
+        })
+    }
+
+    /// The primary, then every fallback.
+    fn all(&self) -> Vec<&str> {
+        std::iter::once(self.primary.as_str())
+            .chain(self.fallbacks.iter().map(String::as_str))
+            .chain(self.gateway_fallbacks.iter().map(String::as_str))
+            .collect()
+    }
+
+    fn has_fallbacks(&self) -> bool {
+        !self.fallbacks.is_empty() || !self.gateway_fallbacks.is_empty()
+    }
+}
+
+/// Resolves an alias, or a bare name by its route family (`models.bare_names`).
 fn resolve<'a>(
     app: &'a AppState,
     model: &'a str,
     anthropic_route: bool,
-) -> Result<std::borrow::Cow<'a, str>, ProxyError> {
+) -> Result<Cow<'a, str>, ProxyError> {
     if let Some(target) = app.config.models.aliases.get(model) {
         return Ok(target.as_str().into());
     }
@@ -91,47 +182,30 @@ fn resolve<'a>(
     }
 }
 
-fn known_provider(app: &AppState, provider: &str) -> bool {
-    providers::find(provider).is_some()
-        || app.config.models.serving_providers.contains_key(provider)
+// === credentials ===
+
+/// The caller's credentials from the key ring, counted as a cache hit or miss.
+async fn credentials(app: &AppState, caller: &Caller) -> Result<Arc<UserCredentials>, ProxyError> {
+    let (creds, result) = app.keyring.get(caller.user_id).await?;
+    app.metrics
+        .credential_cache
+        .with_label_values(&[result.label()])
+        .inc();
+    Ok(creds)
 }
 
-/// Providers whose credentials a request may use, in order: the model's creator, the
-/// fallbacks' creators, then their serving providers.
-fn needed_providers<'a>(app: &'a AppState, models: &[&'a str]) -> Vec<&'a str> {
-    let mut out: Vec<&str> = Vec::new();
-    let mut push = |p: &'a str| {
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    };
-    for m in models {
-        push(models::creator(m));
-    }
-    for m in models {
-        if let Some(serving) = app.config.models.serving_providers.get(models::creator(m)) {
-            for p in serving {
-                push(p.as_str());
-            }
-        }
-    }
-    out
-}
-
-/// The BYOK object for `providers`: `{"<provider>": [cred, ...], ...}` with active credentials
-/// only, newest first. `None` if the caller has none of them.
-fn byok_json(creds: &UserCredentials, providers: &[&str]) -> Option<String> {
+/// The BYOK object for `providers`: `{"<provider>": [cred, ...], ...}`, active credentials
+/// newest first.
+fn byok_json(creds: &UserCredentials, providers: &[String]) -> String {
     let mut out = String::from("{");
-    let mut any = false;
     for p in providers {
         let list = creds.for_provider(p);
         if list.is_empty() {
             continue;
         }
-        if any {
+        if out.len() > 1 {
             out.push(',');
         }
-        any = true;
         out.push_str(&serde_json::to_string(p).unwrap_or_default());
         out.push_str(":[");
         for (i, c) in list.iter().enumerate() {
@@ -143,122 +217,210 @@ fn byok_json(creds: &UserCredentials, providers: &[&str]) -> Option<String> {
         out.push(']');
     }
     out.push('}');
-    any.then_some(out)
+    out
 }
 
-async fn forward(
-    app: &Arc<AppState>,
+// === build ===
+
+/// The upstream request, and the models the operator pays for (`allow` mode).
+struct Outgoing {
+    request: Request<Full<Bytes>>,
+    sponsored: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    app: &AppState,
     route: &Route,
     path: &str,
-    req: Request<Incoming>,
+    parts: &http::request::Parts,
+    parsed: &Parsed<'_>,
+    models: &Resolved,
+    creds: &UserCredentials,
     ctx: &RequestCtx,
-    caller: &Caller,
-) -> Result<Response<Body>, ProxyError> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(
-        &parts.headers,
-        body,
-        app.body_limits(app.config.limits.max_body_bytes),
-    )
-    .await?;
-    let parsed =
-        rewrite::parse(&body.bytes).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
-    let anthropic = route.anthropic_errors();
-    let model = resolve(app, &parsed.model, anthropic)?;
-    let provider = models::creator(&model);
-    if !known_provider(app, provider) {
-        return Err(ProxyError::UnknownProvider(format!(
-            "Unknown provider `{provider}` in model `{model}`. GET /api/providers lists the supported ones."
-        )));
-    }
-    let fallbacks: Vec<std::borrow::Cow<'_, str>> = parsed
-        .models
-        .iter()
-        .chain(parsed.gateway_models.iter())
-        .map(|m| resolve(app, m, anthropic))
-        .collect::<Result<_, _>>()?;
-    let mut all: Vec<&str> = vec![&model];
-    all.extend(fallbacks.iter().map(|m| m.as_ref()));
-    let creds = credentials(app, caller).await?;
-    let no_key = || ProxyError::NoProviderKey {
-        provider: provider.to_string(),
-    };
+) -> Result<Outgoing, ProxyError> {
     let include_usage = matches!(route, Route::ChatCompletions) && parsed.stream;
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
     let mut headers = upstream_request_headers(&parts.headers);
-    let (uri, new_body) = match app.config.upstream.mode {
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert("x-request-id", v);
+    }
+    let upstream = &app.config.upstream;
+    let (uri, body, sponsored) = match upstream.mode {
         UpstreamMode::Gateway => {
-            let byok = byok_json(&creds, &needed_providers(app, &all)).ok_or_else(no_key)?;
-            let changed_model = (model.as_ref() != parsed.model).then_some(model.as_ref());
-            let out = parsed.rewrite(&rewrite::Edits {
-                model: changed_model,
-                byok: Some(&byok),
-                include_usage,
-            });
-            let key = app
-                .config
-                .upstream
+            let key = upstream
                 .gateway_api_key
                 .as_ref()
                 .ok_or(ProxyError::UpstreamNotConfigured)?;
-            let v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            let policy = Policy {
+                serving_providers: &app.config.models.serving_providers,
+                system_credentials: upstream.system_credentials,
+            };
+            let reach = models.all();
+            let plan = gateway::plan(
+                &policy,
+                &Routing {
+                    models: &reach,
+                    only: parsed.gateway_only.as_deref(),
+                    order: parsed.gateway_order.as_deref(),
+                },
+                |p| creds.has(p),
+            )
+            .map_err(|r| refusal(&policy, r))?;
+            let byok = byok_json(creds, &plan.byok);
+            let body = parsed.rewrite(&Edits {
+                model: models.primary_changed.then_some(models.primary.as_str()),
+                models: models.fallbacks_changed.then_some(&models.fallbacks),
+                gateway: Some(GatewayEdits {
+                    byok: (!plan.byok.is_empty()).then_some(byok.as_str()),
+                    only: list_edit(&plan.only),
+                    order: list_edit(&plan.order),
+                    models: models
+                        .gateway_fallbacks_changed
+                        .then_some(&models.gateway_fallbacks),
+                }),
+                drop_provider_options: false,
+                include_usage,
+            });
+            let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
                 .map_err(|_| ProxyError::Internal)?;
-            headers.insert(http::header::AUTHORIZATION, v);
+            auth.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, auth);
+            let query = upstream_query(parts.uri.query(), |name| {
+                matches!(route, Route::Messages | Route::CountTokens) && name == "beta"
+            });
             (
-                format!("{}{path}{query}", app.config.upstream.gateway_base_url),
-                out,
+                format!("{}{path}{query}", upstream.gateway_base_url),
+                body,
+                plan.sponsored,
             )
         }
         UpstreamMode::Direct => {
-            let base = app.config.upstream.direct.get(provider).ok_or_else(|| {
+            let provider = models.provider.as_str();
+            if models.has_fallbacks() {
+                return Err(ProxyError::InvalidRequest(
+                    "Fallback models (`models`, `providerOptions.gateway.models`) need the \
+                     gateway: direct mode calls one provider, so no fallback could happen. \
+                     Remove them, or ask your operator for gateway mode."
+                        .into(),
+                ));
+            }
+            let base = upstream.direct.get(provider).ok_or_else(|| {
                 ProxyError::UnknownProvider(format!(
                     "Provider `{provider}` has no direct endpoint (upstream.direct.{provider}.base_url)."
                 ))
             })?;
-            if anthropic && provider != "anthropic" {
+            if route.anthropic_errors() && provider != "anthropic" {
                 return Err(ProxyError::InvalidRequest(
                     "In direct mode /v1/messages serves anthropic/* models only.".into(),
                 ));
             }
-            let cred = creds
+            let key = creds
                 .for_provider(provider)
                 .iter()
                 .find_map(|c| c.api_key.as_ref())
-                .ok_or_else(no_key)?;
-            let bare = model.split_once('/').map_or(model.as_ref(), |(_, m)| m);
-            let out = parsed.rewrite(&rewrite::Edits {
+                .ok_or_else(|| {
+                    ProxyError::NoProviderKey(format!(
+                        "You have no active {provider} key for `{}` (direct mode sends each \
+                         request to the model's own provider). Add one with POST /api/keys or \
+                         in the web UI under Providers.",
+                        models.primary
+                    ))
+                })?;
+            let bare = models
+                .primary
+                .split_once('/')
+                .map_or(models.primary.as_str(), |(_, m)| m);
+            let body = parsed.rewrite(&Edits {
                 model: Some(bare),
-                byok: None,
+                drop_provider_options: true,
                 include_usage,
+                ..Edits::default()
             });
-            set_provider_auth(&mut headers, provider, cred.expose())?;
-            (format!("{base}{path}{query}"), out)
+            direct::set_auth(&mut headers, provider, key.expose()).map_err(|_| {
+                ProxyError::InvalidRequest(format!(
+                    "The stored {provider} key is not a valid header value."
+                ))
+            })?;
+            let query = upstream_query(parts.uri.query(), |name| {
+                direct::allowed_query(provider, name)
+                    || (provider == "anthropic"
+                        && matches!(route, Route::Messages | Route::CountTokens)
+                        && name == "beta")
+            });
+            (format!("{base}{path}{query}"), body, Vec::new())
         }
     };
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .cloned()
-            .unwrap_or(HeaderValue::from_static("application/json")),
-    );
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert("x-request-id", v);
-    }
-    let mut upstream_req = Request::post(uri)
-        .body(Full::new(Bytes::from(new_body)))
+    let mut request = Request::post(uri)
+        .body(Full::new(Bytes::from(body)))
         .map_err(|e| {
             tracing::error!(error = %e, "bad upstream request");
             ProxyError::Internal
         })?;
-    *upstream_req.headers_mut() = headers;
-    let sent = Instant::now();
-    let resp = app.upstream.send(upstream_req).await.map_err(|e| {
+    *request.headers_mut() = headers;
+    Ok(Outgoing { request, sponsored })
+}
+
+fn list_edit(l: &ListPlan) -> ListEdit<'_> {
+    match l {
+        ListPlan::Keep => ListEdit::Keep,
+        ListPlan::Set(v) => ListEdit::Set(v),
+        ListPlan::Remove => ListEdit::Remove,
+    }
+}
+
+/// The client's query string, keeping only the parameters `allowed` names (`?` included).
+fn upstream_query(query: Option<&str>, allowed: impl Fn(&str) -> bool) -> String {
+    let kept: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
+            !pair.is_empty() && allowed(name)
+        })
+        .collect();
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    }
+}
+
+/// A refusal of the billing rules as the client's error.
+fn refusal(policy: &Policy<'_>, r: Refusal) -> ProxyError {
+    match r {
+        Refusal::UnknownProvider { model } => ProxyError::UnknownProvider(format!(
+            "Unknown provider `{}` in model `{model}`. GET /api/providers lists the supported ones.",
+            creator(&model)
+        )),
+        Refusal::NoKey {
+            model,
+            allowed,
+            narrowed_by_only,
+        } => {
+            let within = if narrowed_by_only {
+                " among the providers your request's providerOptions.gateway.only allows"
+            } else {
+                ""
+            };
+            let _ = policy;
+            ProxyError::NoProviderKey(format!(
+                "No active key of yours can serve `{model}`{within}: it needs a key for {}. \
+                 Add one with POST /api/keys or in the web UI under Providers, or remove \
+                 `{model}` from the request.",
+                allowed.join(", ")
+            ))
+        }
+    }
+}
+
+// === send ===
+
+async fn send(
+    app: &AppState,
+    request: Request<Full<Bytes>>,
+    provider: &str,
+) -> Result<Response<Incoming>, ProxyError> {
+    let resp = app.upstream.send(request).await.map_err(|e| {
         tracing::warn!(error = %e, provider, "upstream request failed");
         app.metrics
             .upstream_errors
@@ -274,25 +436,37 @@ async fn forward(
             crate::upstream::Error::Unavailable(_) => ProxyError::UpstreamUnavailable,
         }
     })?;
-    drop(body);
-    let ttfb = sent.elapsed();
     // The gateway authenticates byok-proxy, not the caller: its 401 is the operator's to fix
     // (a caller's rejected provider key shows up as a failed BYOK attempt, not as a 401).
     if app.config.upstream.mode == UpstreamMode::Gateway
         && resp.status() == StatusCode::UNAUTHORIZED
     {
-        tracing::error!(status = %resp.status(), "the gateway refused the operator's gateway key");
-        return Err(ProxyError::UpstreamAuthFailed(resp.status().as_u16()));
+        tracing::error!("the gateway refused the operator's gateway key (401)");
+        return Err(ProxyError::UpstreamAuthFailed(401));
     }
+    Ok(resp)
+}
+
+// === wrap ===
+
+fn wrap(
+    app: &Arc<AppState>,
+    ctx: &RequestCtx,
+    caller: &Caller,
+    models: Resolved,
+    resp: Response<Incoming>,
+    ttfb: Duration,
+) -> Response<Body> {
+    let provider = models.provider;
     app.metrics
         .upstream_ttfb
-        .with_label_values(&[provider])
+        .with_label_values(&[provider.as_str()])
         .observe(ttfb.as_secs_f64());
     let (mut head, body) = resp.into_parts();
     if head.status.is_server_error() {
         app.metrics
             .upstream_errors
-            .with_label_values(&[provider, "status_5xx"])
+            .with_label_values(&[provider.as_str(), "status_5xx"])
             .inc();
     }
     filter_response_headers(&mut head.headers);
@@ -302,11 +476,12 @@ async fn forward(
         app: app.clone(),
         request_id: ctx.request_id.clone(),
         user_id: caller.user_id,
-        provider: provider.to_string(),
-        model: model.to_string(),
+        provider,
+        model: models.primary,
         status: head.status,
         start: ctx.start,
         ttfb,
+        gateway: app.config.upstream.mode == UpstreamMode::Gateway,
     };
     app.metrics.streams_active.inc();
     let on_finish: crate::stream::OnFinish = Box::new(move |summary| done.run(summary));
@@ -314,20 +489,17 @@ async fn forward(
         PassthroughBody::new(body, app.upstream.idle_timeout, Some(on_finish)).boxed_unsync();
     let mut resp = Response::from_parts(head, body);
     resp.extensions_mut().insert(upstreamed);
-    Ok(resp)
+    resp
 }
 
-/// The caller's credentials from the key ring, counted as a cache hit or miss.
-async fn credentials(app: &AppState, caller: &Caller) -> Result<Arc<UserCredentials>, ProxyError> {
-    let (creds, result) = app.keyring.get(caller.user_id).await?;
-    app.metrics
-        .credential_cache
-        .with_label_values(&[result.label()])
-        .inc();
-    Ok(creds)
+/// A metric label for a provider named by the upstream: known providers as themselves, the
+/// rest as `other` (labels stay low-cardinality whatever the upstream says).
+fn provider_label(p: &str) -> &str {
+    crate::keys::providers::find(p).map_or("other", |p| p.id)
 }
 
-/// What the end of a proxied body needs: usage, stream metrics, the access line.
+/// What the end of a proxied body needs: usage, stream metrics, system-credential detection,
+/// the access line's facts.
 struct Finished {
     upstreamed: Arc<Upstreamed>,
     app: Arc<AppState>,
@@ -337,7 +509,9 @@ struct Finished {
     model: String,
     status: StatusCode,
     start: Instant,
-    ttfb: std::time::Duration,
+    ttfb: Duration,
+    /// Gateway mode: look for system-credential use in the answer.
+    gateway: bool,
 }
 
 impl Finished {
@@ -347,11 +521,19 @@ impl Finished {
         m.stream_bytes.inc_by(summary.bytes);
         let duration = self.start.elapsed();
         m.upstream_request_duration.observe(duration.as_secs_f64());
+        let head = summary.head.as_deref().unwrap_or(&[]);
+        let tail = if self.status.is_success() {
+            summary.tail_bytes()
+        } else {
+            Vec::new()
+        };
         let usage = if self.status.is_success() {
-            crate::usage::extract(
-                summary.head.as_deref().unwrap_or(&[]),
-                &summary.tail_bytes(),
-            )
+            crate::usage::extract(head, &tail)
+        } else {
+            None
+        };
+        let system = if self.gateway && self.status.is_success() {
+            gateway::system_credentials_used(head, &tail, usage.and_then(|u| u.is_byok))
         } else {
             None
         };
@@ -387,6 +569,34 @@ impl Finished {
         m.tokens
             .with_label_values(&[self.provider.as_str(), "completion"])
             .inc_by(u.completion_tokens);
+        let system = system.map(|s| {
+            let provider = s
+                .provider
+                .as_deref()
+                .map(provider_label)
+                .filter(|p| *p != "other")
+                .unwrap_or(self.provider.as_str())
+                .to_string();
+            m.system_fallback
+                .with_label_values(&[provider_label(&provider)])
+                .inc();
+            tracing::warn!(
+                request_id = %self.request_id,
+                provider = %provider,
+                model = %self.model,
+                "the gateway served this request with the operator's credentials, not the caller's key"
+            );
+            SystemCredentialUse {
+                provider,
+                byok_status: s.byok_status,
+            }
+        });
+        let served_by = if self.gateway && system.is_none() {
+            gateway::final_provider(head, &tail)
+                .filter(|p| crate::keys::providers::find(p).is_some())
+        } else {
+            None
+        };
         self.upstreamed.set(UpstreamFacts {
             model: self.model.clone(),
             provider: self.provider.clone(),
@@ -396,7 +606,7 @@ impl Finished {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
         });
-        self.app.usage.record(crate::usage::UsageRecord {
+        self.app.usage.record(UsageRecord {
             request_id: self.request_id,
             user_id: self.user_id,
             provider: self.provider,
@@ -405,33 +615,10 @@ impl Finished {
             status,
             latency_ms: duration.as_millis() as u64,
             created_at: crate::store::now(),
+            system,
+            served_by,
         });
     }
-}
-
-/// Direct mode: the key as the provider expects it.
-fn set_provider_auth(
-    headers: &mut http::HeaderMap,
-    provider: &str,
-    key: &str,
-) -> Result<(), ProxyError> {
-    let bad = |_| {
-        ProxyError::InvalidRequest(format!(
-            "The stored {provider} key is not a valid header value."
-        ))
-    };
-    if provider == "anthropic" {
-        headers.insert("x-api-key", HeaderValue::from_str(key).map_err(bad)?);
-        if !headers.contains_key("anthropic-version") {
-            headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        }
-    } else {
-        headers.insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {key}")).map_err(bad)?,
-        );
-    }
-    Ok(())
 }
 
 // === /v1/models ===

@@ -19,12 +19,17 @@ use uuid::Uuid;
 pub const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_usage_cost.sql")),
+    (3, include_str!("../migrations/sqlite/0003_key_status.sql")),
 ];
 pub const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
         2,
         include_str!("../migrations/postgres/0002_usage_cost.sql"),
+    ),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_key_status.sql"),
     ),
 ];
 
@@ -92,6 +97,9 @@ pub struct ProviderKey {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// Set while the gateway passes this key over for system credentials (SPEC §8).
+    pub last_error: Option<String>,
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -170,6 +178,34 @@ pub struct UsageRecord {
     pub status: &'static str,
     pub latency_ms: u64,
     pub created_at: DateTime<Utc>,
+    /// The gateway reported serving this request with the operator's credentials.
+    pub system: Option<SystemCredentialUse>,
+    /// The provider the gateway says served it with the caller's credentials, when known.
+    pub served_by: Option<String>,
+}
+
+/// The gateway used system credentials for `provider` on a request (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemCredentialUse {
+    pub provider: String,
+    /// HTTP status of the caller's own attempt that failed before, when reported.
+    pub byok_status: Option<u16>,
+}
+
+impl SystemCredentialUse {
+    /// The `last_error` shown on the caller's key(s) for the provider. No upstream text (it
+    /// may echo a key): only what happened and what to do.
+    pub fn last_error(&self) -> String {
+        let attempt = match self.byok_status {
+            Some(s) => format!(" (your key's attempt answered HTTP {s})"),
+            None => String::new(),
+        };
+        format!(
+            "The gateway could not use this key{attempt} and served a request with the \
+             operator's credentials instead. Test the key; it is marked failing until a \
+             request succeeds with it."
+        )
+    }
 }
 
 /// A row of `GET /api/usage`: one day and model.
@@ -183,12 +219,14 @@ pub struct UsageRow {
     pub cost: f64,
 }
 
-/// Marks the active keys of one user and provider as used at `at`.
+/// After a request: the active keys of one user and provider either worked (`failure` is
+/// `None`: used at `at`, no longer failing) or were passed over for system credentials.
 #[derive(Debug, Clone)]
 pub struct KeyTouch {
     pub user_id: Uuid,
     pub provider: String,
     pub at: DateTime<Utc>,
+    pub failure: Option<String>,
 }
 
 /// A re-sealed credential for `key rotate`: written only if the row still has `old_version`.
@@ -400,18 +438,28 @@ impl Store {
     /// # Errors
     /// Database failure (the batch is rolled back).
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<()> {
-        // One last_used_at update per (user, provider) per batch, not one per record.
+        // One key update per (user, provider) per batch, not one per record; the latest
+        // outcome wins.
         let mut touches: Vec<KeyTouch> = Vec::new();
         for r in records.iter().filter(|r| r.status == "ok") {
+            let (provider, failure) = match &r.system {
+                Some(s) => (&s.provider, Some(s.last_error())),
+                None => (r.served_by.as_ref().unwrap_or(&r.provider), None),
+            };
             match touches
                 .iter_mut()
-                .find(|t| t.user_id == r.user_id && t.provider == r.provider)
+                .find(|t| t.user_id == r.user_id && &t.provider == provider)
             {
-                Some(t) => t.at = t.at.max(r.created_at),
+                Some(t) if t.at <= r.created_at => {
+                    t.at = r.created_at;
+                    t.failure = failure;
+                }
+                Some(_) => {}
                 None => touches.push(KeyTouch {
                     user_id: r.user_id,
-                    provider: r.provider.clone(),
+                    provider: provider.clone(),
                     at: r.created_at,
+                    failure,
                 }),
             }
         }

@@ -3,6 +3,8 @@
 //! or an error that says which failure happened, so the edge can pick 502 or 504.
 
 pub mod catalog;
+pub mod direct;
+pub mod gateway;
 pub mod headers;
 
 use crate::config::UpstreamConfig;

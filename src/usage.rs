@@ -67,6 +67,8 @@ pub fn extract(head: &[u8], tail: &[u8]) -> Option<Usage> {
     })
 }
 
+// Records are the common message: boxing them would add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(UsageRecord),
     Flush(oneshot::Sender<()>),
@@ -87,7 +89,7 @@ impl Recorder {
     /// Starts the writer task.
     pub fn spawn(store: Store, metrics: Arc<Metrics>, capacity: usize) -> Recorder {
         let (tx, rx) = mpsc::channel(capacity);
-        tokio::spawn(writer(store, metrics.clone(), rx));
+        tokio::spawn(writer(store, rx));
         Recorder { tx, metrics }
     }
 
@@ -107,7 +109,7 @@ impl Recorder {
     }
 }
 
-async fn writer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Msg>) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
     let mut batch: Vec<UsageRecord> = Vec::with_capacity(BATCH);
     loop {
         let msg = if batch.is_empty() {
@@ -116,7 +118,7 @@ async fn writer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Msg>
             match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
                 Ok(m) => m,
                 Err(_) => {
-                    write(&store, &metrics, &mut batch).await;
+                    write(&store, &mut batch).await;
                     continue;
                 }
             }
@@ -125,43 +127,42 @@ async fn writer(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Msg>
             Some(Msg::Record(r)) => {
                 batch.push(r);
                 if batch.len() >= BATCH {
-                    write(&store, &metrics, &mut batch).await;
+                    write(&store, &mut batch).await;
                 }
             }
             Some(Msg::Flush(done)) => {
-                write(&store, &metrics, &mut batch).await;
+                write(&store, &mut batch).await;
                 let _ = done.send(());
             }
             None => {
-                write(&store, &metrics, &mut batch).await;
+                write(&store, &mut batch).await;
                 return;
             }
         }
     }
 }
 
-async fn write(store: &Store, metrics: &Metrics, batch: &mut Vec<UsageRecord>) {
+async fn write(store: &Store, batch: &mut Vec<UsageRecord>) {
     if batch.is_empty() {
         return;
     }
     let records = std::mem::take(batch);
     for r in &records {
-        if r.usage.is_byok == Some(false) {
-            metrics
-                .system_fallback
-                .with_label_values(&[r.provider.as_str()])
-                .inc();
+        if let Some(s) = &r.system {
             let entry = AuditEntry {
                 actor_user_id: Some(r.user_id),
-                action: "usage.system_credential_fallback",
-                target: Some(format!("provider:{}", r.provider)),
-                detail: serde_json::json!({ "model": r.model, "provider": r.provider }),
+                action: "byok.system_credentials_used",
+                target: Some(format!("provider:{}", s.provider)),
+                detail: serde_json::json!({
+                    "model": r.model,
+                    "provider": s.provider,
+                    "byok_status": s.byok_status,
+                }),
                 request_id: Some(r.request_id.clone()),
                 remote_addr: None,
             };
-            tracing::warn!(request_id = %r.request_id, provider = %r.provider, "gateway used the operator's credentials, not the caller's key");
             if let Err(e) = store.append_audit(entry).await {
-                tracing::warn!(error = %e, "could not audit a system-credential fallback");
+                tracing::warn!(error = %e, "could not audit a system-credential use");
             }
         }
     }

@@ -164,6 +164,10 @@ export async function mount(root, ctx) {
           stateText),
         h('div', { class: 'key-meta' },
           `Added ${fmtDate(key.created_at)} · last used ${fmtDate(key.last_used_at)}`),
+        key.status === 'failing'
+          ? h('p', { class: 'key-failing', role: 'status', dataset: { status: 'failing' } },
+            h('strong', {}, 'Failing: '), key.last_error || 'the gateway could not use this key.')
+          : null,
         h('div', { class: 'key-actions' },
           h('span', { class: 'switch' }, toggle, h('label', { for: toggleId }, 'Active', h('span', { class: 'sr-only' }, ` (${name})`))),
           testBtn,

@@ -92,6 +92,8 @@ fn key_row(r: &Row) -> Result<ProviderKey> {
         created_at: r.try_get("created_at").map_err(q)?,
         updated_at: r.try_get("updated_at").map_err(q)?,
         last_used_at: r.try_get("last_used_at").map_err(q)?,
+        last_error: r.try_get("last_error").map_err(q)?,
+        failing_since: r.try_get("failing_since").map_err(q)?,
     })
 }
 
@@ -123,7 +125,8 @@ const USER_COLS: &str = "id, name, email, disabled, requests_per_minute, created
 const TOKEN_COLS: &str =
     "id, user_id, name, prefix, created_at, expires_at, last_used_at, revoked_at";
 const KEY_COLS: &str = "id, user_id, provider, encrypted_key, iv, key_version, label, is_active, \
-                        masked_hint, created_at, updated_at, last_used_at";
+                        masked_hint, created_at, updated_at, last_used_at, last_error, \
+                        failing_since";
 
 fn rpm(v: Option<u32>) -> Option<i32> {
     v.map(|v| i32::try_from(v).unwrap_or(i32::MAX))
@@ -415,7 +418,7 @@ impl PgStore {
         tx.execute(
             &format!(
                 "INSERT INTO ai_provider_keys ({KEY_COLS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ),
             &[
                 &k.id,
@@ -430,6 +433,8 @@ impl PgStore {
                 &k.created_at,
                 &k.updated_at,
                 &k.last_used_at,
+                &k.last_error,
+                &k.failing_since,
             ],
         )
         .await
@@ -577,10 +582,18 @@ impl PgStore {
             )
             .await
             .map_err(q)?;
-        let touch = tx
+        let worked = tx
             .prepare_cached(
-                "UPDATE ai_provider_keys SET last_used_at = $1 \
-                 WHERE user_id = $2 AND provider = $3 AND is_active",
+                "UPDATE ai_provider_keys SET last_used_at = $1, last_error = NULL, \
+                 failing_since = NULL WHERE user_id = $2 AND provider = $3 AND is_active",
+            )
+            .await
+            .map_err(q)?;
+        let failed = tx
+            .prepare_cached(
+                "UPDATE ai_provider_keys SET last_error = $1, \
+                 failing_since = COALESCE(failing_since, $2) \
+                 WHERE user_id = $3 AND provider = $4 AND is_active",
             )
             .await
             .map_err(q)?;
@@ -605,9 +618,14 @@ impl PgStore {
             .map_err(q)?;
         }
         for t in touches {
-            tx.execute(&touch, &[&t.at, &t.user_id, &t.provider])
-                .await
-                .map_err(q)?;
+            match &t.failure {
+                None => tx.execute(&worked, &[&t.at, &t.user_id, &t.provider]).await,
+                Some(e) => {
+                    tx.execute(&failed, &[e, &t.at, &t.user_id, &t.provider])
+                        .await
+                }
+            }
+            .map_err(q)?;
         }
         tx.commit().await.map_err(q)
     }

@@ -97,7 +97,8 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<AppToken> {
 }
 
 const KEY_COLS: &str = "id, user_id, provider, encrypted_key, iv, key_version, label, is_active, \
-                        masked_hint, created_at, updated_at, last_used_at";
+                        masked_hint, created_at, updated_at, last_used_at, last_error, \
+                        failing_since";
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<ProviderKey> {
     let version: i64 = r.get(5)?;
@@ -122,6 +123,8 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<ProviderKey> {
         created_at: parse_ts(r.get(9)?)?,
         updated_at: parse_ts(r.get(10)?)?,
         last_used_at: opt_ts(r.get(11)?)?,
+        last_error: r.get(12)?,
+        failing_since: opt_ts(r.get(13)?)?,
     })
 }
 
@@ -473,7 +476,7 @@ impl SqliteStore {
             tx.execute(
                 &format!(
                     "INSERT INTO ai_provider_keys ({KEY_COLS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ),
                 params![
                     k.id.to_string(),
@@ -487,7 +490,9 @@ impl SqliteStore {
                     k.masked_hint,
                     ts(k.created_at),
                     ts(k.updated_at),
-                    k.last_used_at.map(ts)
+                    k.last_used_at.map(ts),
+                    k.last_error,
+                    k.failing_since.map(ts)
                 ],
             )
             .map_err(q)?;
@@ -648,10 +653,18 @@ impl SqliteStore {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )
                     .map_err(q)?;
-                let mut touch = tx
+                let mut worked = tx
                     .prepare_cached(
-                        "UPDATE ai_provider_keys SET last_used_at = ?1 \
+                        "UPDATE ai_provider_keys SET last_used_at = ?1, last_error = NULL, \
+                         failing_since = NULL \
                          WHERE user_id = ?2 AND provider = ?3 AND is_active = 1",
+                    )
+                    .map_err(q)?;
+                let mut failed = tx
+                    .prepare_cached(
+                        "UPDATE ai_provider_keys SET last_error = ?1, \
+                         failing_since = COALESCE(failing_since, ?2) \
+                         WHERE user_id = ?3 AND provider = ?4 AND is_active = 1",
                     )
                     .map_err(q)?;
                 for r in &records {
@@ -671,9 +684,20 @@ impl SqliteStore {
                     .map_err(q)?;
                 }
                 for t in &touches {
-                    touch
-                        .execute(params![ts(t.at), t.user_id.to_string(), t.provider])
-                        .map_err(q)?;
+                    match &t.failure {
+                        None => worked.execute(params![
+                            ts(t.at),
+                            t.user_id.to_string(),
+                            t.provider
+                        ]),
+                        Some(e) => failed.execute(params![
+                            e,
+                            ts(t.at),
+                            t.user_id.to_string(),
+                            t.provider
+                        ]),
+                    }
+                    .map_err(q)?;
                 }
             }
             tx.commit().map_err(q)

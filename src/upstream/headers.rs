@@ -1,126 +1,182 @@
-//! Header filtering in both directions. Never forwarded upstream: the caller's app token
-//! (`authorization`, `x-api-key`, `api-key`), cookies, hop-by-hop headers. Never returned to
-//! the client: hop-by-hop headers, `set-cookie`, upstream auth challenges.
+//! What crosses the proxy in headers, by allowlist in both directions.
+//!
+//! Upstream gets only the request headers a route needs; the proxy itself sets
+//! `content-type: application/json` (it parsed and rewrote the body), the upstream's
+//! authentication and `x-request-id`. Clients get only the response headers that belong to
+//! the answer; the proxy's own `x-ratelimit-*-requests` are written after these and win.
+//! Anything not listed — the caller's app token, cookies, forwarding and client-IP headers,
+//! gateway team or reporting headers, hop-by-hop headers, the upstream's `server`, `alt-svc`,
+//! `strict-transport-security`, CORS and `set-cookie` — does not cross.
 
 use http::header::{self, HeaderMap, HeaderName};
+use http::HeaderValue;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies drop.
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// Request headers forwarded upstream, and why:
+const REQUEST_ALLOW: &[&str] = &[
+    // content negotiation (JSON or an SSE stream)
+    "accept",
+    // clients identify themselves; providers and the gateway key analytics and quirks on it
+    "user-agent",
+    // Anthropic Messages API version and feature flags (Claude Code sends both)
+    "anthropic-version",
+    "anthropic-beta",
+    // OpenAI beta features (Assistants/Responses)
+    "openai-beta",
+    // safe retries of the same request
+    "idempotency-key",
+    // app attribution, documented by the gateway
+    "http-referer",
+    "x-title",
 ];
 
-fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
-    HOP_BY_HOP.contains(name)
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-        || connection_listed.iter().any(|c| c == name.as_str())
-}
+/// Response headers returned to the client (exact names) ...
+const RESPONSE_ALLOW: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "cache-control",
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    // request ids: the gateway's, OpenAI's, Anthropic's
+    "x-vercel-id",
+    "x-request-id",
+    "request-id",
+];
+/// ... and by prefix: providers' processing and rate headers.
+const RESPONSE_ALLOW_PREFIX: &[&str] = &["openai-", "anthropic-", "x-ratelimit-"];
 
-/// Names listed in the `Connection` header: hop-by-hop too.
-fn connection_listed(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-/// The client's headers that may go upstream. Auth, cookies, host, length, encoding
-/// negotiation and the request id are set by the proxy itself.
+/// The client's headers that may go upstream, plus `content-type: application/json`.
 pub fn upstream_request_headers(client: &HeaderMap) -> HeaderMap {
-    let listed = connection_listed(client);
-    let mut out = HeaderMap::with_capacity(client.len());
-    for (name, value) in client {
-        let drop = is_hop_by_hop(name, &listed)
-            || matches!(
-                name.as_str(),
-                "authorization"
-                    | "x-api-key"
-                    | "api-key"
-                    | "cookie"
-                    | "host"
-                    | "content-length"
-                    | "accept-encoding"
-                    | "x-request-id"
-                    | "forwarded"
-                    | "x-forwarded-for"
-                    | "x-forwarded-host"
-                    | "x-forwarded-proto"
-            );
-        if !drop {
-            out.append(name.clone(), value.clone());
+    let mut out = HeaderMap::with_capacity(REQUEST_ALLOW.len() + 4);
+    for name in REQUEST_ALLOW {
+        for value in client.get_all(*name) {
+            out.append(HeaderName::from_static(name), value.clone());
         }
     }
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     out
 }
 
-/// Removes what must not reach the client from an upstream response's headers, in place.
+fn response_allowed(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    RESPONSE_ALLOW.contains(&n) || RESPONSE_ALLOW_PREFIX.iter().any(|p| n.starts_with(p))
+}
+
+/// Keeps only the upstream response headers that belong to the answer, in place.
 pub fn filter_response_headers(headers: &mut HeaderMap) {
-    let listed = connection_listed(headers);
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| {
-            is_hop_by_hop(n, &listed)
-                || matches!(
-                    n.as_str(),
-                    "set-cookie" | "www-authenticate" | "authorization" | "x-api-key" | "api-key"
-                )
-        })
-        .cloned()
-        .collect();
-    for n in names {
-        headers.remove(n);
+    if headers.keys().all(response_allowed) {
+        return;
     }
+    let mut out = HeaderMap::with_capacity(headers.len());
+    // `drain` names only the first value of each header; the rest follow it with `None`.
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in headers.drain() {
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        if let Some(name) = current.as_ref().filter(|n| response_allowed(n)) {
+            out.append(name.clone(), value);
+        }
+    }
+    *headers = out;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
 
     #[test]
-    fn strips_secrets_and_hop_by_hop() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+    fn request_headers_by_allowlist() {
+        let h = map(&[
             ("authorization", "Bearer bkp_x"),
             ("x-api-key", "bkp_x"),
             ("api-key", "bkp_x"),
             ("cookie", "a=b"),
             ("connection", "keep-alive, x-custom-hop"),
             ("x-custom-hop", "1"),
-            ("keep-alive", "timeout=5"),
+            ("content-encoding", "gzip"),
+            ("content-type", "text/plain"),
+            ("x-real-ip", "1.2.3.4"),
+            ("true-client-ip", "1.2.3.4"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-vercel-ai-gateway-team", "team"),
+            ("ai-reporting-user", "u"),
+            ("x-stainless-os", "Linux"),
             ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "a"),
+            ("anthropic-beta", "b"),
             ("user-agent", "OpenAI/Python"),
-        ] {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
+            ("accept", "text/event-stream"),
+            ("idempotency-key", "k1"),
+        ]);
         let out = upstream_request_headers(&h);
-        let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, vec!["anthropic-version", "user-agent"]);
+        assert_eq!(
+            names(&out),
+            vec![
+                "accept",
+                "anthropic-beta",
+                "anthropic-version",
+                "content-type",
+                "idempotency-key",
+                "user-agent"
+            ]
+        );
+        assert_eq!(out["content-type"], "application/json");
+        assert_eq!(out.get_all("anthropic-beta").iter().count(), 2);
+    }
 
-        let mut resp = HeaderMap::new();
-        for (k, v) in [
+    #[test]
+    fn response_headers_by_allowlist() {
+        let mut resp = map(&[
             ("set-cookie", "s=1"),
             ("transfer-encoding", "chunked"),
             ("content-type", "text/event-stream"),
             ("www-authenticate", "Bearer"),
             ("x-vercel-id", "abc"),
-        ] {
-            resp.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
+            ("access-control-allow-origin", "*"),
+            ("alt-svc", "h3=\":443\""),
+            ("strict-transport-security", "max-age=1"),
+            ("server", "Vercel"),
+            ("openai-processing-ms", "12"),
+            ("anthropic-ratelimit-requests-remaining", "9"),
+            ("x-ratelimit-remaining-tokens", "100"),
+            ("retry-after", "2"),
+            ("request-id", "req_1"),
+            ("x-ratelimit-remaining-tokens", "99"),
+        ]);
         filter_response_headers(&mut resp);
-        let mut names: Vec<&str> = resp.keys().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, vec!["content-type", "x-vercel-id"]);
+        assert_eq!(
+            names(&resp),
+            vec![
+                "anthropic-ratelimit-requests-remaining",
+                "content-type",
+                "openai-processing-ms",
+                "request-id",
+                "retry-after",
+                "x-ratelimit-remaining-tokens",
+                "x-vercel-id"
+            ]
+        );
+        assert_eq!(
+            resp.get_all("x-ratelimit-remaining-tokens").iter().count(),
+            2
+        );
     }
 }

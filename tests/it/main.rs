@@ -6,6 +6,7 @@
 mod common;
 
 mod admin;
+mod billing;
 mod binary;
 mod fake_upstream_selftest;
 mod health;

@@ -53,7 +53,9 @@ async fn raw_post(p: &TestProxy, path: &str, token: &str, body: &'static str) ->
         .bearer_auth(token)
         .header("content-type", "application/json")
         .header("cookie", "session=abc")
-        .header("x-custom-client", "kept")
+        .header("x-custom-client", "dropped")
+        .header("user-agent", "OpenAI/Python 1.0")
+        .header("x-real-ip", "203.0.113.9")
         .body(body)
         .send()
         .await
@@ -126,7 +128,11 @@ async fn chat_completion_carries_byok_and_keeps_every_other_byte() {
         r.header("authorization").as_deref(),
         Some(format!("Bearer {GATEWAY_KEY}").as_str())
     );
-    assert_eq!(r.header("x-custom-client").as_deref(), Some("kept"));
+    // Headers cross by allowlist: the client's own ones do not.
+    assert_eq!(r.header("user-agent").as_deref(), Some("OpenAI/Python 1.0"));
+    assert_eq!(r.header("x-custom-client"), None);
+    assert_eq!(r.header("x-real-ip"), None);
+    assert_eq!(r.header("cookie"), None);
     assert_eq!(r.header("x-request-id").as_deref(), Some(rid.as_str()));
     let text = String::from_utf8(r.body.to_vec()).unwrap();
     // Everything before providerOptions, and everything after it, byte for byte.
@@ -138,6 +144,7 @@ async fn chat_completion_carries_byok_and_keeps_every_other_byte() {
     assert!(!text.contains("client-sent-must-vanish"));
     let v = r.json();
     assert_eq!(v["providerOptions"]["gateway"]["order"], json!(["openai"]));
+    assert_eq!(v["providerOptions"]["gateway"]["only"], json!(["openai"]));
     assert_eq!(
         v["providerOptions"]["gateway"]["byok"],
         json!({"openai": [{"apiKey": "sk-openai-newer-1111111111"}, {"apiKey": "sk-openai-older-0000000000"}]}),

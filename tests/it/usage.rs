@@ -317,5 +317,5 @@ async fn metrics_expose_every_family_and_move() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["action"] == "usage.system_credential_fallback"));
+        .any(|e| e["action"] == "byok.system_credentials_used"));
 }
