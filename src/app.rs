@@ -20,21 +20,24 @@
 //!    (one writer: [`RateHeaders::apply`](crate::http_util::RateHeaders::apply)); request
 //!    metrics are counted.
 //! 7. **Account**: the slot, the caller's permit and the access-log line ride in the
-//!    response body and are released / written exactly once when it ends, fails or is
-//!    dropped ([`log_access`], the only writer of access lines). Usage and stream metrics are
+//!    response body and are released / written exactly once when it ends, fails, is
+//!    dropped, or is ended because the client stopped reading it
+//!    ([`Responses`](crate::watchdog::Responses); [`log_access`] is the only writer of access
+//!    lines). Usage and stream metrics are
 //!    recorded by the proxied body's own finish callback, off the hot path.
 
 use crate::admin;
 use crate::api;
 use crate::auth::{Caller, Principal};
 use crate::error::{ErrorKind, ProxyError};
-use crate::http_util::{guard_body, Body};
+use crate::http_util::Body;
 use crate::limits::{Admitted, Slot};
 use crate::ops;
 use crate::proxy;
 use crate::request::{RequestCtx, Upstreamed};
 use crate::router::Route;
 use crate::state::AppState;
+use crate::watchdog::InFlight;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -47,11 +50,13 @@ pub async fn handle(
     app: Arc<AppState>,
     req: Request<Incoming>,
     remote: SocketAddr,
+    conn: Option<InFlight>,
 ) -> Response<Body> {
     // 1. Context and route.
     let ctx = RequestCtx::new(req.headers(), remote);
     let route = Route::parse(req.uri().path());
     let mut exchange = Exchange::new(&ctx, &route, req.method());
+    exchange.conn = conn;
     let span = tracing::info_span!("request", id = %ctx.request_id, route = exchange.route);
     let result = async {
         // 2. Overload.
@@ -111,6 +116,8 @@ struct Exchange {
     slot: Option<Slot>,
     user: Option<uuid::Uuid>,
     admitted: Option<Admitted>,
+    /// The request's place on its connection (the connection's idle deadline waits for it).
+    conn: Option<InFlight>,
 }
 
 impl Exchange {
@@ -124,6 +131,7 @@ impl Exchange {
             slot: None,
             user: None,
             admitted: None,
+            conn: None,
         }
     }
 
@@ -161,23 +169,26 @@ impl Exchange {
             start: self.start,
             upstream: resp.extensions_mut().remove::<Arc<Upstreamed>>(),
         };
-        guard_body(
+        app.responses.watch(
             resp,
             Held {
                 line,
                 _permit: permit,
                 _slot: self.slot,
+                _conn: self.conn,
             },
         )
     }
 }
 
-/// Everything a response holds until its body ends. Fields drop in order: the access line is
-/// written first, then the caller's permit and the global slot are released.
+/// Everything a response holds until its body ends (or the client stopped reading it: see
+/// [`crate::watchdog`]). Dropping it writes the access line, then releases the caller's
+/// permit, the global slot and the request's place on its connection.
 struct Held {
     line: AccessLine,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     _slot: Option<Slot>,
+    _conn: Option<InFlight>,
 }
 
 impl Drop for Held {

@@ -1,5 +1,5 @@
-//! Small HTTP helpers shared by the handlers: the boxed body type, JSON responses, the
-//! `x-ratelimit-*` header writer, and a body that holds a guard until it ends.
+//! Small HTTP helpers shared by the handlers: the boxed body type, JSON responses and the
+//! `x-ratelimit-*` header writer.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -80,52 +80,4 @@ where
     T: serde::Deserialize<'de>,
 {
     <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
-}
-
-/// A body that holds `guard` (permits, counters) until the inner body ends or is dropped.
-struct GuardedBody<G> {
-    inner: Body,
-    guard: Option<G>,
-}
-
-impl<G: Send + Unpin + 'static> http_body::Body for GuardedBody<G> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let poll = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(
-            poll,
-            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))
-        ) || this.inner.is_end_stream()
-        {
-            this.guard.take();
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Makes `guard` live as long as the response body (a stream holds it until its end).
-pub fn guard_body<G: Send + Unpin + 'static>(resp: Response<Body>, guard: G) -> Response<Body> {
-    let (parts, inner) = resp.into_parts();
-    Response::from_parts(
-        parts,
-        GuardedBody {
-            inner,
-            guard: Some(guard),
-        }
-        .boxed_unsync(),
-    )
 }

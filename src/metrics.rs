@@ -25,6 +25,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub upstream_request_duration: Histogram,
     pub auth_failures: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounter,
 }
 
 fn counter(
@@ -112,6 +114,16 @@ impl Metrics {
             &["provider", "status"],
         )?;
         r.register(Box::new(provider_health.clone()))?;
+        let connections_open = IntGauge::new(
+            "byok_connections_open",
+            "Client connections open now (server.max_connections caps them).",
+        )?;
+        r.register(Box::new(connections_open.clone()))?;
+        let connections_refused = IntCounter::new(
+            "byok_connections_refused_total",
+            "Client connections closed at accept because server.max_connections were open.",
+        )?;
+        r.register(Box::new(connections_refused.clone()))?;
         let m = Metrics {
             http_requests: counter(&r, "byok_http_requests_total", "HTTP requests by route and status.", &["route", "status"])?,
             upstream_errors: counter(&r, "byok_upstream_errors_total", "Upstream failures by provider and kind.", &["provider", "kind"])?,
@@ -130,6 +142,8 @@ impl Metrics {
                 "Failed authentications by reason (malformed, unknown_token, token_revoked, token_expired, user_disabled, admin_token).",
                 &["reason"],
             )?,
+            connections_open,
+            connections_refused,
             registry: r,
             http_duration,
             upstream_ttfb,

@@ -32,6 +32,8 @@ pub struct AppState {
     pub usage: Recorder,
     /// Per-provider health from upstream outcomes.
     pub health: crate::health::Health,
+    /// Every live response body, swept for clients that stopped reading.
+    pub responses: Arc<crate::watchdog::Responses>,
 }
 
 /// Builds the vault from the configured keys, or from the development key file (created on
@@ -83,6 +85,7 @@ impl AppState {
         );
         let listen_url = store.listen_url();
         let app = Arc::new(AppState {
+            responses: crate::watchdog::Responses::start(config.server.idle_timeout),
             health: crate::health::Health::new(config.health.clone()),
             metrics,
             limits,

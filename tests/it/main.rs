@@ -9,6 +9,7 @@ mod admin;
 mod billing;
 mod binary;
 mod fake_upstream_selftest;
+mod front_door;
 mod health;
 mod keys;
 mod limits;
