@@ -250,3 +250,92 @@ fn log_access(line: &AccessLine) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::UpstreamFacts;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Collects what a tracing subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(line: &AccessLine) -> serde_json::Value {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || log_access(line));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        serde_json::from_str(text.trim()).unwrap()
+    }
+
+    #[test]
+    fn access_line_fields() {
+        let user = uuid::Uuid::from_u128(9);
+        let mut line = AccessLine {
+            request_id: "req-1".into(),
+            method: Method::GET,
+            route: "/api/keys",
+            status: 401,
+            user: None,
+            error: Some("invalid_api_key"),
+            start: Instant::now() - Duration::from_millis(5),
+            upstream: None,
+        };
+        let v = logged(&line);
+        assert_eq!(v["target"], "byok_proxy::access");
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["route"], "/api/keys");
+        assert_eq!(v["status"], 401);
+        assert_eq!(v["user"], "");
+        assert_eq!(v["error"], "invalid_api_key");
+        assert!(v["duration_ms"].as_f64().unwrap() >= 5.0);
+        assert!(v.get("model").is_none());
+
+        // A proxied request adds what its body's end found out.
+        let facts = Arc::new(Upstreamed::default());
+        facts.set(UpstreamFacts {
+            model: "openai/gpt-4o".into(),
+            provider: "openai".into(),
+            ttfb: Duration::from_millis(3),
+            bytes: 1234,
+            end: "complete",
+            prompt_tokens: 11,
+            completion_tokens: 7,
+        });
+        line.method = Method::POST;
+        line.route = "/v1/chat/completions";
+        line.status = 200;
+        line.user = Some(user);
+        line.error = None;
+        line.upstream = Some(facts);
+        let v = logged(&line);
+        assert_eq!(v["user"], user.to_string());
+        assert_eq!(v["model"], "openai/gpt-4o");
+        assert_eq!(v["provider"], "openai");
+        assert_eq!(v["bytes"], 1234);
+        assert_eq!(v["end"], "complete");
+        assert_eq!(
+            (v["prompt_tokens"].as_u64(), v["completion_tokens"].as_u64()),
+            (Some(11), Some(7))
+        );
+        assert!(v["ttfb_ms"].as_f64().unwrap() >= 3.0);
+    }
+}

@@ -167,3 +167,51 @@ fn secret_settings_are_never_echoed() {
         assert!(!e.contains("SECRET"), "{e}");
     }
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VARS: &[&str] = &[
+        "BYOK_LISTEN",
+        "BYOK_MASTER_KEY",
+        "BYOK_ADMIN_TOKEN",
+        "AI_GATEWAY_API_KEY",
+        "BYOK_LIMITS__BURST",
+        "BYOK_LIMITS__MAX_BODY_BYTES",
+        "BYOK_SERVER__IDLE_TIMEOUT",
+        "BYOK_UPSTREAM__MODE",
+        "BYOK_UPSTREAM__GATEWAY__SYSTEM_CREDENTIALS",
+        "BYOK_MODELS__ALIASES",
+        "BYOK_MODELS__SERVING_PROVIDERS",
+        "BYOK_CRYPTO__OLD_KEYS",
+        "BYOK_METRICS__ENABLED",
+        "BYOK_NOPE__X",
+        "BYOK_X",
+    ];
+
+    proptest! {
+        /// Any environment: the loader never panics, and an error never echoes the value of
+        /// a secret setting.
+        #[test]
+        fn any_environment_loads_or_names_the_setting(
+            vars in proptest::collection::vec(
+                (proptest::sample::select(VARS.to_vec()), "[ -~]{0,40}"),
+                0..6,
+            )
+        ) {
+            let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let map = env(&pairs);
+            if let Err(e) = Config::load(None, &map) {
+                let msg = e.to_string();
+                for (k, v) in &map {
+                    let secret = matches!(k.as_str(), "BYOK_MASTER_KEY" | "BYOK_ADMIN_TOKEN" | "AI_GATEWAY_API_KEY" | "BYOK_CRYPTO__OLD_KEYS");
+                    if secret && v.len() >= 6 {
+                        prop_assert!(!msg.contains(v.as_str()), "{msg}");
+                    }
+                }
+                prop_assert!(msg.contains("setting") || msg.contains("config"), "{msg}");
+            }
+        }
+    }
+}
