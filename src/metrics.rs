@@ -165,6 +165,17 @@ impl Metrics {
         for p in crate::keys::providers::PROVIDERS {
             m.system_fallback.with_label_values(&[p.id]);
         }
+        for reason in [
+            "missing",
+            "malformed",
+            "unknown_token",
+            "token_revoked",
+            "token_expired",
+            "user_disabled",
+            "admin_token",
+        ] {
+            m.auth_failures.with_label_values(&[reason]);
+        }
         Ok(m)
     }
 
