@@ -3,7 +3,7 @@
 //!
 //! 1. **Context**: the request id (the client's `x-request-id` when it is short and plain,
 //!    else a fresh UUID), the peer and the arrival time ([`RequestCtx`]); the [`Route`].
-//! 2. **Overload**: a global in-flight [`Slot`](crate::limits::Slot) (`limits.max_in_flight`,
+//! 2. **Overload**: a global in-flight [`Slot`] (`limits.max_in_flight`,
 //!    else 503 `overloaded`), counted in `byok_in_flight_requests` until the response body
 //!    ends.
 //! 3. **Authenticate** ([`Authenticator`](crate::auth::Authenticator)): open routes answer here
@@ -15,14 +15,14 @@
 //! 5. **Dispatch**: the route's handler — [`proxy`] for `/v1` (read the body under its
 //!    limits, resolve models, credentials, build, send, wrap the upstream body), [`api`] for
 //!    the self-service API.
-//! 6. **Respond** ([`Exchange::respond`]): an error becomes the OpenAI envelope (Anthropic's
+//! 6. **Respond** (`Exchange::respond`): an error becomes the OpenAI envelope (Anthropic's
 //!    on `/v1/messages*`); the response gets `x-request-id` and the `x-ratelimit-*` headers
 //!    (one writer: [`RateHeaders::apply`](crate::http_util::RateHeaders::apply)); request
 //!    metrics are counted.
 //! 7. **Account**: the slot, the caller's permit and the access-log line ride in the
 //!    response body and are released / written exactly once when it ends, fails, is
 //!    dropped, or is ended because the client stopped reading it
-//!    ([`Responses`](crate::watchdog::Responses); [`log_access`] is the only writer of access
+//!    ([`Responses`](crate::watchdog::Responses); `log_access` is the only writer of access
 //!    lines). Usage and stream metrics are
 //!    recorded by the proxied body's own finish callback, off the hot path.
 

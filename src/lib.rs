@@ -3,25 +3,42 @@
 //!
 //! # Layout
 //!
+//! Top of the request path first; each module imports only modules below it (no cycles).
+//!
 //! - [`cli`]: clap types; [`cli::commands`] runs each subcommand.
-//! - [`config`]: defaults -> TOML file -> `BYOK_SECTION__KEY` env, checked into [`config::Config`].
-//! - [`server`]: accept loop on a bound listener, HTTP/1.1 + HTTP/2, graceful drain.
-//! - [`app`]: `AppState` and the request pipeline (request id, route, auth, handler, access log).
-//! - [`router`]: path -> [`router::Route`], the metrics label and who may call it.
-//! - [`auth`]: app tokens -> SHA-256 -> cached lookup -> [`auth::Caller`]; the admin token.
-//! - [`accounts`]: users and app tokens (minting, expiry).
-//! - [`keys`]: provider credentials: [`keys::providers`] (shapes, validation, masking),
-//!   [`keys::crypto`] (master keys, AES-256-GCM seal/open with row-bound AAD), rotation.
-//! - [`store`]: the persistence enum over [`store::sqlite`] and [`store::postgres`].
-//! - [`api`]: self-service `/api`; [`admin`]: operator `/admin`.
-//! - [`error`]: `ProxyError`, the OpenAI (or Anthropic) error envelope.
-//! - [`secret`]: `Secret<T>`, redacted and zeroized.
+//! - [`server`]: accept loop on a bound listener (HTTP/1.1 + HTTP/2, connection cap, graceful
+//!   drain); [`watchdog`]: connection deadlines and stalled-response sweeping.
+//! - [`app`]: **the request spine**, written once in `app::handle` (see below).
+//! - [`ops`] (health, readiness, metrics, OpenAPI, UI assets), [`proxy`] (`/v1`),
+//!   [`api`] (self-service `/api`), [`admin`] (operator `/admin`): the handlers.
+//! - [`state`]: `AppState`, everything a request may need, built once.
+//! - [`auth`]: the authenticate stage (app tokens -> SHA-256 -> cached lookup ->
+//!   [`auth::Caller`]; the admin token; aggregated failure audit).
+//! - [`limits`]: the overload and admit stages (global slot, per-user GCRA and concurrency,
+//!   the buffered-bytes budget).
+//! - [`upstream`]: the pooled client; [`upstream::gateway`] (billing rules: BYOK, `only` /
+//!   `order`, system-credential detection), [`upstream::direct`] (provider auth),
+//!   [`upstream::headers`] (allowlists), [`upstream::catalog`] (model list).
+//! - [`stream`]: `PassthroughBody`, upstream bytes out unchanged, observed once.
+//! - [`usage`]: usage extraction and the off-path batch writer; [`health`]: provider health.
+//! - [`request`]: the request context and the one body reader (size, time, budget, encoding).
+//! - [`keys`]: provider credentials ([`keys::providers`] shapes, [`keys::crypto`] AES-256-GCM
+//!   with row-bound AAD, [`keys::ring`] the decrypted-credential cache); [`accounts`]: users
+//!   and tokens.
+//! - [`store`]: the persistence facade over [`store::sqlite`] and [`store::postgres`], and
+//!   cross-replica invalidation ([`store::notify`]).
+//! - [`error`]: `ProxyError`, the OpenAI (or Anthropic) error envelope; [`http_util`],
+//!   [`config`], [`metrics`], [`secret`], [`telemetry`].
 //!
 //! # How a request flows
 //!
-//! `server::run` accepts -> `AppState::handle` assigns the request id and route -> auth (app
-//! token or admin token; `/healthz`, `/readyz` are open) -> the route's handler, which reads
-//! the body under a limit and answers JSON or an error envelope -> one access log line.
+//! `server::run` accepts (within `server.max_connections`, under the [`watchdog`]'s
+//! deadlines) and calls [`app::handle`], which runs the stages in this order:
+//! context (request id, route) -> overload (global slot) -> authenticate -> admit (rate,
+//! concurrency) -> dispatch (the route's handler; for `/v1`: read -> resolve -> credentials
+//! -> build -> send -> wrap) -> respond (error envelope, request id, rate headers, metrics)
+//! -> account (when the response body ends: access line; usage, health and stream metrics from
+//! the proxied body's finish callback).
 
 pub mod accounts;
 pub mod admin;

@@ -8,8 +8,8 @@
 //!   or in Redis when `limits.redis_url` is set (shared by all replicas) — and a per-user
 //!   concurrency permit; the result is an [`Admitted`] caller with its permit and the rate
 //!   state for the `x-ratelimit-*` headers.
-//! - [`Limits::buffer`]: a share of the global budget of buffered request bytes
-//!   (`max_buffered_bytes`), held while a request body is in memory.
+//! - [`Limits::budget`]: the global budget of buffered request bytes (`max_buffered_bytes`),
+//!   drawn on by the body reader while a request body is in memory.
 //!
 //! Redis is never waited for on the request path when it is down: a background task connects
 //! and watches it; while it is unreachable the local limiter answers at once (logged once,
@@ -23,13 +23,13 @@ use crate::config::LimitsConfig;
 use crate::error::ProxyError;
 use crate::http_util::RateHeaders;
 use crate::metrics::Metrics;
+use crate::request::Budget;
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -64,57 +64,13 @@ pub struct Admitted {
     pub rate: RateHeaders,
 }
 
-/// A share of the buffered-request-bytes budget, returned when dropped.
-#[derive(Debug)]
-pub struct BufferPermit {
-    used: Arc<AtomicUsize>,
-    max: usize,
-    bytes: usize,
-}
-
-/// Reservations grow in steps of this, so a chunked body costs few atomic operations.
-const BUFFER_STEP: usize = 64 * 1024;
-
-impl BufferPermit {
-    /// Bytes reserved.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Reserves up to at least `total` bytes; `false` (nothing changed) if the budget is spent.
-    pub fn grow(&mut self, total: usize) -> bool {
-        if total <= self.bytes {
-            return true;
-        }
-        let want = total.div_ceil(BUFFER_STEP) * BUFFER_STEP - self.bytes;
-        if reserve(&self.used, self.max, want) {
-            self.bytes += want;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-impl Drop for BufferPermit {
-    fn drop(&mut self) {
-        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
-fn reserve(used: &AtomicUsize, max: usize, n: usize) -> bool {
-    used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-        u.checked_add(n).filter(|t| *t <= max)
-    })
-    .is_ok()
-}
-
 pub struct Limits<C: Clock = DefaultClock> {
     config: LimitsConfig,
     clock: C,
     users: DashMap<Uuid, Arc<UserLimiter<C>>>,
     global: Arc<Semaphore>,
-    buffered: Arc<AtomicUsize>,
+    /// The global budget of buffered request bytes (`limits.max_buffered_bytes`).
+    pub budget: Budget,
     redis: Option<redis_gcra::RedisGcra>,
 }
 
@@ -146,7 +102,7 @@ impl<C: Clock + Clone> Limits<C> {
     pub fn with_clock(config: &LimitsConfig, clock: C) -> Limits<C> {
         Limits {
             global: Arc::new(Semaphore::new(config.max_in_flight)),
-            buffered: Arc::new(AtomicUsize::new(0)),
+            budget: Budget::new(config.max_buffered_bytes),
             config: config.clone(),
             clock,
             users: DashMap::new(),
@@ -168,21 +124,6 @@ impl<C: Clock + Clone> Limits<C> {
             gauge: metrics.in_flight.clone(),
             _permit: permit,
         })
-    }
-
-    /// Reserves `bytes` of the buffered-request budget; `None` when it is spent.
-    pub fn buffer(&self, bytes: usize) -> Option<BufferPermit> {
-        let mut permit = BufferPermit {
-            used: self.buffered.clone(),
-            max: self.config.max_buffered_bytes,
-            bytes: 0,
-        };
-        (bytes == 0 || permit.grow(bytes)).then_some(permit)
-    }
-
-    /// Bytes of request bodies held right now.
-    pub fn buffered_bytes(&self) -> usize {
-        self.buffered.load(Ordering::Acquire)
     }
 
     fn user(&self, caller: &Caller) -> Arc<UserLimiter<C>> {
@@ -520,20 +461,5 @@ mod tests {
         assert_eq!(m.in_flight.get(), 1);
         drop(b);
         assert_eq!(m.in_flight.get(), 0);
-    }
-
-    #[test]
-    fn buffer_budget_is_shared_and_returned() {
-        let limits = Limits::with_clock(&config(1, 1, 1), FakeRelativeClock::default());
-        let mut a = limits.buffer(100 * 1024).unwrap();
-        assert_eq!(a.bytes(), 128 * 1024);
-        assert!(limits.buffer(100 * 1024).is_none());
-        let b = limits.buffer(64 * 1024).unwrap();
-        assert!(!a.grow(150 * 1024));
-        assert_eq!(limits.buffered_bytes(), 192 * 1024);
-        drop(b);
-        assert!(a.grow(150 * 1024));
-        drop(a);
-        assert_eq!(limits.buffered_bytes(), 0);
     }
 }

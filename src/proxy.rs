@@ -1,5 +1,5 @@
 //! The `/v1` handlers: OpenAI- and Anthropic-compatible routes. A proxied POST runs
-//! [`forward`], a list of steps:
+//! `forward`, a list of steps:
 //!
 //! 1. **read**: the body once, under its limits ([`read_body`]: 413, 415, 408, 503), its top
 //!    level parsed only ([`rewrite::parse`], 400 on a bad body);

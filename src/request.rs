@@ -11,13 +11,14 @@
 
 use crate::error::ProxyError;
 use crate::http_util::BoxError;
-use crate::limits::{BufferPermit, Limits};
 use crate::store::AuditEntry;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap};
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Per-request facts that handlers, audit events and the access log need.
@@ -62,7 +63,7 @@ impl Upstreamed {
 const MAX_REQUEST_ID: usize = 64;
 
 /// Whether a client-supplied request id may be logged, stored and forwarded as is: at most
-/// [`MAX_REQUEST_ID`] characters of `[A-Za-z0-9._:-]`.
+/// 64 characters of `[A-Za-z0-9._:-]`.
 pub fn sane_request_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_REQUEST_ID
@@ -116,7 +117,80 @@ pub struct ReadBody {
 pub struct BodyLimits<'a> {
     pub max_bytes: usize,
     pub timeout: Duration,
-    pub budget: &'a Limits,
+    pub budget: &'a Budget,
+}
+
+/// The global budget of request-body bytes held in memory (`limits.max_buffered_bytes`).
+#[derive(Debug)]
+pub struct Budget {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// A share of the [`Budget`], returned when dropped.
+#[derive(Debug)]
+pub struct BufferPermit {
+    used: Arc<AtomicUsize>,
+    max: usize,
+    bytes: usize,
+}
+
+/// Reservations grow in steps of this, so a chunked body costs few atomic operations.
+const BUFFER_STEP: usize = 64 * 1024;
+
+impl Budget {
+    pub fn new(max: usize) -> Budget {
+        Budget {
+            used: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Reserves `bytes`; `None` when the budget is spent.
+    pub fn reserve(&self, bytes: usize) -> Option<BufferPermit> {
+        let mut permit = BufferPermit {
+            used: self.used.clone(),
+            max: self.max,
+            bytes: 0,
+        };
+        (bytes == 0 || permit.grow(bytes)).then_some(permit)
+    }
+
+    /// Bytes of request bodies held right now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+impl BufferPermit {
+    /// Bytes reserved.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Reserves up to at least `total` bytes; `false` (nothing changed) if the budget is spent.
+    pub fn grow(&mut self, total: usize) -> bool {
+        if total <= self.bytes {
+            return true;
+        }
+        let want = total.div_ceil(BUFFER_STEP) * BUFFER_STEP - self.bytes;
+        let ok = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(want).filter(|t| *t <= self.max)
+            })
+            .is_ok();
+        if ok {
+            self.bytes += want;
+        }
+        ok
+    }
+}
+
+impl Drop for BufferPermit {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Reads a whole request body under `limits`.
@@ -156,7 +230,7 @@ where
     // A declared length is reserved up front; a chunked body as it arrives.
     let mut permit = limits
         .budget
-        .buffer(declared.unwrap_or(0) as usize)
+        .reserve(declared.unwrap_or(0) as usize)
         .ok_or(ProxyError::Overloaded)?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     let mut body = body;
@@ -263,6 +337,21 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Pro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffer_budget_is_shared_and_returned() {
+        let budget = Budget::new(200 * 1024);
+        let mut a = budget.reserve(100 * 1024).unwrap();
+        assert_eq!(a.bytes(), 128 * 1024);
+        assert!(budget.reserve(100 * 1024).is_none());
+        let b = budget.reserve(64 * 1024).unwrap();
+        assert!(!a.grow(150 * 1024));
+        assert_eq!(budget.used(), 192 * 1024);
+        drop(b);
+        assert!(a.grow(150 * 1024));
+        drop(a);
+        assert_eq!(budget.used(), 0);
+    }
 
     #[test]
     fn request_ids_are_bounded_and_plain() {

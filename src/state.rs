@@ -116,7 +116,7 @@ impl AppState {
         BodyLimits {
             max_bytes: max_bytes.min(self.config.limits.max_body_bytes),
             timeout: self.config.server.body_read_timeout,
-            budget: &self.limits,
+            budget: &self.limits.budget,
         }
     }
 

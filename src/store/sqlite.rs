@@ -1,6 +1,6 @@
 //! The embedded SQLite backend (the default, `sqlite://./data/byok.db`).
 //!
-//! rusqlite is blocking, so every call runs on tokio's blocking pool through [`SqliteStore::call`]
+//! rusqlite is blocking, so every call runs on tokio's blocking pool through `SqliteStore::call`
 //! and never on a runtime worker. One connection in WAL mode behind a mutex: writes to SQLite are
 //! serialized anyway, and this store is meant for a single node.
 
