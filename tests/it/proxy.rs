@@ -991,3 +991,109 @@ async fn a_credential_that_does_not_open_is_skipped_not_sent() {
     assert_eq!(fake.request_count(), 1);
     assert!(!String::from_utf8_lossy(&fake.requests()[0].body).contains("anthropic"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_without_a_gateway_key_explains_itself() {
+    let fake = FakeUpstream::start().await;
+    let p = TestProxy::start_with(TestDb::new(Backend::Sqlite).await, |env| {
+        env.insert("BYOK_UPSTREAM__GATEWAY__BASE_URL".into(), fake.base_url());
+    })
+    .await;
+    assert!(p
+        .app
+        .config
+        .warnings
+        .iter()
+        .any(|w| w.contains("no gateway key")));
+    // Ready (the store answers), and says what is missing upstream.
+    let (s, ready) = p.get("/readyz", "").await;
+    assert_eq!(s, 200);
+    assert_eq!(ready["upstream"]["configured"], false, "{ready}");
+    let token = alice_with_openai_key(&p).await;
+    let resp = p
+        .http
+        .post(p.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .json(&json!({"model": "openai/gpt-4o", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    let b: Value = resp.json().await.unwrap();
+    assert_error(502, &b, 502, "upstream_not_configured");
+    assert!(b["error"]["message"].as_str().unwrap().contains("operator"));
+    assert_eq!(fake.request_count(), 0, "nothing is sent without a key");
+
+    // With a key the gateway refuses: the operator's problem, in words the user can act on.
+    let p = proxy_for(&fake, |_| {}).await;
+    let token = alice_with_openai_key(&p).await;
+    fake.push(Behavior::gateway_error(
+        401,
+        "authentication_error",
+        "Invalid API key",
+    ));
+    let (s, b) = p
+        .post(
+            "/v1/chat/completions",
+            &token,
+            json!({"model": "openai/gpt-4o", "messages": []}),
+        )
+        .await;
+    assert_error(s, &b, 502, "upstream_auth_failed");
+    let m = b["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("operator") && m.contains("AI_GATEWAY_API_KEY"),
+        "{m}"
+    );
+    assert!(!m.contains(GATEWAY_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_model_names_resolve_per_route_family() {
+    let fake = FakeUpstream::start().await;
+    let p = proxy_for(&fake, |_| {}).await;
+    let token = alice_with_openai_key(&p).await;
+    add_key(
+        &p,
+        &token,
+        "anthropic",
+        json!({"apiKey": "sk-ant-bare-0000000001"}),
+    )
+    .await;
+    for (path, model, want) in [
+        ("/v1/chat/completions", "gpt-5", "openai/gpt-5"),
+        ("/v1/responses", "gpt-5-codex", "openai/gpt-5-codex"),
+        (
+            "/v1/embeddings",
+            "text-embedding-3-small",
+            "openai/text-embedding-3-small",
+        ),
+        (
+            "/v1/messages",
+            "claude-sonnet-4-5-20250929",
+            "anthropic/claude-sonnet-4-5-20250929",
+        ),
+    ] {
+        let (s, b) = p
+            .post(
+                path,
+                &token,
+                json!({"model": model, "max_tokens": 5, "messages": [], "input": "x"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{path} {b}");
+        assert_eq!(fake.requests().last().unwrap().json()["model"], want);
+    }
+    // Configurable: "" refuses bare names on that family.
+    let p = proxy_for(&fake, |env| {
+        env.insert("BYOK_MODELS__BARE_NAMES__OPENAI".into(), "".into());
+    })
+    .await;
+    let token = alice_with_openai_key(&p).await;
+    let before = fake.request_count();
+    let (s, b) = p
+        .post("/v1/chat/completions", &token, json!({"model": "gpt-5"}))
+        .await;
+    assert_error(s, &b, 400, "unknown_provider");
+    assert_eq!(fake.request_count(), before);
+}
