@@ -18,7 +18,7 @@
 pub mod rewrite;
 
 use crate::auth::Caller;
-use crate::config::UpstreamMode;
+use crate::config::{SystemCredentials, UpstreamMode};
 use crate::error::ProxyError;
 use crate::http_util::{json_response, Body};
 use crate::keys::ring::UserCredentials;
@@ -255,6 +255,17 @@ fn build(
                 serving_providers: &app.config.models.serving_providers,
                 system_credentials: upstream.system_credentials,
             };
+            if parsed.zero_data_retention && upstream.system_credentials == SystemCredentials::Deny
+            {
+                // The gateway skips request-scoped BYOK credentials under zero data retention
+                // and serves with its own: the operator would pay.
+                return Err(ProxyError::InvalidRequest(
+                    "providerOptions.gateway.zeroDataRetention makes the gateway skip your own \
+                     keys and use the operator's; this proxy only serves requests with your keys. \
+                     Remove it (your provider's own data-retention terms apply to your key)."
+                        .into(),
+                ));
+            }
             let reach = models.all();
             let plan = gateway::plan(
                 &policy,

@@ -72,6 +72,9 @@ pub struct Parsed<'a> {
     pub gateway_order: Option<Vec<String>>,
     /// Whether the client sent its own `providerOptions.gateway.byok`.
     pub client_byok: bool,
+    /// `providerOptions.gateway.zeroDataRetention` set to anything but `false` / `null`: the
+    /// gateway then skips request-scoped BYOK credentials (and would use its own).
+    pub zero_data_retention: bool,
     /// `stream_options` value span and whether it already asks for usage.
     stream_options: Option<Range<usize>>,
     pub include_usage: bool,
@@ -108,6 +111,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, Invalid> {
         gateway_only: None,
         gateway_order: None,
         client_byok: false,
+        zero_data_retention: false,
         stream_options: None,
         include_usage: false,
         end,
@@ -155,6 +159,9 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, Invalid> {
                         .ok_or(Invalid::Field("providerOptions.gateway", "an object"))?;
                     let mut seen = [false; 4];
                     for (gk, gv) in &gw.0 {
+                        if gk == "zeroDataRetention" {
+                            p.zero_data_retention = !matches!(gv.get().trim(), "false" | "null");
+                        }
                         let (i, name) = match gk.as_ref() {
                             "models" => (0, "providerOptions.gateway.models"),
                             "only" => (1, "providerOptions.gateway.only"),
