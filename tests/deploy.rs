@@ -30,16 +30,14 @@ mod common;
 
 use byok_proxy::config::{Config, DatabaseUrl, EnvMap};
 use byok_proxy::keys::crypto::MasterKey;
+use common::binary::{self, Served, BIN};
 use common::fake_upstream::{Behavior, FakeUpstream};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use serde_yaml_ng::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_byok-proxy");
 
 /// Metric families the dashboard must chart (issue: "Deploy and operate", item 3).
 const DASHBOARD_MUST_QUERY: &[&str] = &[
@@ -388,23 +386,10 @@ fn dashboard_is_valid_json_and_charts_every_required_metric() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The real binary with a clean environment, in `dir`.
+/// The real binary with a clean environment (port 0), in `dir`.
 fn bin(dir: &Path, env: &[(&str, String)]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(BIN);
-    c.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut c = binary::command(dir);
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     c
 }
 
@@ -427,15 +412,13 @@ async fn live_scrape() -> String {
         .await
         .trim()
         .to_string();
-    let port = free_port();
     let admin = "deploy-test-admin-token-0123456789".to_string();
     let env = [
         ("BYOK_MASTER_KEY", master),
         ("BYOK_ADMIN_TOKEN", admin),
-        ("BYOK_LISTEN", format!("127.0.0.1:{port}")),
         ("BYOK_UPSTREAM__GATEWAY__BASE_URL", fake.base_url()),
         ("AI_GATEWAY_API_KEY", "gw-deploy-test-key".to_string()),
-        ("RUST_LOG", "warn".to_string()),
+        ("RUST_LOG", "info".to_string()),
     ];
     cli(dir.path(), &env, &["user", "create", "--name", "ops"]).await;
     let token = cli(
@@ -446,39 +429,11 @@ async fn live_scrape() -> String {
     .await
     .trim()
     .to_string();
-    let log = dir.path().join("serve.log");
-    let mut server = bin(dir.path(), &env)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let mut serve = bin(dir.path(), &env);
+    serve.arg("serve");
+    let server = Served::start(serve).await;
+    let base = server.base();
     let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..400 {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        if let Ok(Some(status)) = server.try_wait() {
-            panic!(
-                "serve exited with {status}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        ready,
-        "serve did not become ready: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
 
     let post = |path: &str, body: Value, auth: bool| {
         let mut r = http.post(format!("{base}{path}")).json(&body);
@@ -550,8 +505,7 @@ async fn live_scrape() -> String {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.start_kill().unwrap();
-    let _ = server.wait().await;
+    server.kill().await;
     text
 }
 

@@ -1,24 +1,20 @@
 //! The built binary, as a newcomer runs it: CLI user/token management, `serve` with a temp
-//! config on a free port, curl-like key calls, SIGTERM; plus a malformed master key refused at
-//! start. Everything the process logs is captured and searched for secrets.
+//! config on port 0 (its address read from its log, through [`Served`]), curl-like key calls,
+//! SIGTERM; plus a malformed master key refused at start. Everything the process logs is
+//! captured and searched for secrets.
 
+use crate::common::binary::{self, listening_addr, Served};
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_byok-proxy");
-
 fn cmd(dir: &Path, master: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("BYOK_MASTER_KEY", master)
+    let mut c = binary::command(dir);
+    c.env("BYOK_MASTER_KEY", master)
         .env("BYOK_ADMIN_TOKEN", "admin-token-for-binary-test-0123456789")
-        .env("RUST_LOG", "debug")
-        .kill_on_drop(true);
+        .env("RUST_LOG", "debug");
     c
 }
 
@@ -32,23 +28,17 @@ async fn run_ok(mut c: Command, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
-/// Waits (at most 10 s) until the server at `base` answers `/readyz` with 200.
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    crate::common::within(Duration::from_secs(10), async || {
-        http.get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+#[test]
+fn listening_addr_reads_text_coloured_and_json_lines() {
+    let want: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+    for line in [
+        "2026-01-01T00:00:00Z  INFO byok_proxy::cli::commands: byok-proxy listening addr=127.0.0.1:40123 store=\"sqlite\"",
+        "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m byok-proxy listening \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:40123 \u{1b}[3mstore\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"sqlite\"",
+        r#"{"timestamp":"x","level":"INFO","message":"byok-proxy listening","addr":"127.0.0.1:40123"}"#,
+    ] {
+        assert_eq!(listening_addr(line), Some(want), "{line}");
+    }
+    assert_eq!(listening_addr("byok-proxy started addr=127.0.0.1:1"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,11 +48,11 @@ async fn newcomer_flow_through_the_binary_never_logs_secrets() {
         .to_base64()
         .expose()
         .clone();
-    let port = free_port();
+    // The default config path is read: it sets the port (0: the address comes from the log).
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::write(
         dir.path().join("config/byok-proxy.toml"),
-        format!("listen = \"127.0.0.1:{port}\"\n"),
+        "listen = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     let mut logs = String::new();
@@ -112,16 +102,12 @@ async fn newcomer_flow_through_the_binary_never_logs_secrets() {
     let (out, _) = run_ok(cmd(dir.path(), &master), &["user", "list"]).await;
     assert!(out.contains("alice") && out.contains("alice@example.com"));
 
-    // serve, with everything it logs captured.
-    let mut server = cmd(dir.path(), &master)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    // serve, with everything it logs captured; its port comes from the config file.
+    let mut serve = cmd(dir.path(), &master);
+    serve.env_remove("BYOK_LISTEN").arg("serve");
+    let server = Served::start(serve).await;
+    let base = server.base();
     let http = reqwest::Client::new();
-    wait_ready(&http, &base).await;
 
     let secret = "sk-proj-BINARYTEST-never-log-me-0123456789";
     let resp = http
@@ -169,25 +155,9 @@ async fn newcomer_flow_through_the_binary_never_logs_secrets() {
 
     // `key rotate` with a new master key and the old one in old_keys, then serve with only the new.
     // (SIGTERM first: graceful shutdown exits 0.)
-    let pid = server.id().unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
-    let out = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut stderr = server.stderr.take().unwrap();
-        let mut buf = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut buf)
-            .await
-            .unwrap();
-        (server.wait().await.unwrap(), buf)
-    })
-    .await
-    .expect("server did not exit after SIGTERM");
-    assert!(out.0.success(), "exit status {:?}", out.0);
-    logs += &out.1;
+    let (status, log) = server.stop().await;
+    assert!(status.success(), "exit status {status:?}");
+    logs += &log;
 
     assert!(
         logs.contains("byok-proxy listening"),
@@ -235,33 +205,12 @@ async fn malformed_master_key_refuses_to_start() {
         assert_eq!(out.status.code(), Some(2));
     }
     // No key at all: a development key file is created, mode 0600, with a loud warning.
-    let port = free_port();
-    let mut c = Command::new(BIN);
-    c.current_dir(dir.path())
-        .env_clear()
-        .env("BYOK_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = c.arg("serve").spawn().unwrap();
+    let mut serve = binary::command(dir.path());
+    serve.arg("serve");
+    let (status, err) = Served::start(serve).await.stop().await;
+    assert!(status.success(), "{status:?}: {err}");
     let key_file = dir.path().join("data/master.key");
-    for _ in 0..200 {
-        if key_file.exists() && dir.path().join("data/byok.db").exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .await
-        .unwrap();
-    let mut err = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut err)
-        .await
-        .unwrap();
-    assert!(child.wait().await.unwrap().success());
+    assert!(dir.path().join("data/byok.db").exists());
     assert!(
         err.contains("NO MASTER KEY CONFIGURED") && err.contains("BYOK_MASTER_KEY"),
         "{err}"
@@ -342,10 +291,8 @@ async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
         .to_base64()
         .expose()
         .clone();
-    let port = free_port();
     let mut c = cmd(dir.path(), &master);
-    c.env("BYOK_LISTEN", format!("127.0.0.1:{port}"))
-        .env("BYOK_UPSTREAM__GATEWAY__BASE_URL", fake.base_url())
+    c.env("BYOK_UPSTREAM__GATEWAY__BASE_URL", fake.base_url())
         .env("AI_GATEWAY_API_KEY", "gw")
         .env("RUST_LOG", "info");
     let (_, _) = run_ok(
@@ -359,10 +306,10 @@ async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
     )
     .await;
     let token = token.trim().to_string();
-    let mut server = c.arg("serve").stderr(Stdio::piped()).spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    c.arg("serve");
+    let server = Served::start(c).await;
+    let base = server.base();
     let http = reqwest::Client::new();
-    wait_ready(&http, &base).await;
     let resp = http
         .post(format!("{base}/api/keys"))
         .bearer_auth(&token)
@@ -384,11 +331,7 @@ async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
         .await
         .unwrap();
     let mut got = stream.chunk().await.unwrap().unwrap().to_vec();
-    Command::new("kill")
-        .args(["-TERM", &server.id().unwrap().to_string()])
-        .status()
-        .await
-        .unwrap();
+    server.terminate().await;
     // New connections are refused while the stream goes on.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -399,15 +342,8 @@ async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
         got.extend_from_slice(&c);
     }
     assert_eq!(got, chunks.concat().into_bytes(), "the stream completed");
-    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    let mut err = String::new();
-    tokio::io::AsyncReadExt::read_to_string(server.stderr.as_mut().unwrap(), &mut err)
-        .await
-        .unwrap();
+    let (status, err) = server.wait().await;
+    assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("usage flushed"), "{err}");
     // The usage of the stream is in the database.
     let conn = rusqlite::Connection::open(dir.path().join("data/byok.db")).unwrap();
@@ -424,7 +360,6 @@ async fn cli_changes_reach_a_running_server() {
         .to_base64()
         .expose()
         .clone();
-    let port = free_port();
     run_ok(
         cmd(dir.path(), &master),
         &["user", "create", "--name", "alice"],
@@ -447,10 +382,9 @@ async fn cli_changes_reach_a_running_server() {
     .await;
     let (alice, bob) = (alice.trim().to_string(), bob.trim().to_string());
     let mut c = cmd(dir.path(), &master);
-    c.env("BYOK_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn");
-    let mut server = c.arg("serve").spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    c.env("RUST_LOG", "info").arg("serve");
+    let server = Served::start(c).await;
+    let base = server.base();
     let http = reqwest::Client::new();
     let status = |t: String| {
         let (http, base) = (http.clone(), base.clone());
@@ -463,7 +397,6 @@ async fn cli_changes_reach_a_running_server() {
                 .unwrap_or(0)
         }
     };
-    wait_ready(&http, &base).await;
     // Both tokens are now cached by the server.
     assert_eq!(status(alice.clone()).await, 200);
     assert_eq!(status(bob.clone()).await, 200);
@@ -494,5 +427,5 @@ async fn cli_changes_reach_a_running_server() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.kill().await.unwrap();
+    server.kill().await;
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod fake_upstream;
 
 use byok_proxy::config::{Config, DatabaseUrl, EnvMap};
