@@ -564,6 +564,51 @@ async fn auto_responses() {
 }
 
 #[tokio::test]
+async fn auto_full_events_responses() {
+    let fake = FakeUpstream::start().await;
+    fake.set_default(Behavior::AutoFullEvents);
+    let url = format!("{}/responses", fake.base_url());
+    let c = client();
+    let r = post_json(
+        &c,
+        &url,
+        json!({"model": "openai/gpt-4o", "input": "hi", "stream": true}),
+    )
+    .await;
+    let text = body_string(r).await;
+    assert_eq!(
+        sse_events(&text),
+        [
+            "response.created",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    let data: Vec<Value> = sse_data(&text)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["sequence_number"], i, "{d}");
+    }
+    assert_eq!(data[1]["item"]["status"], "in_progress");
+    assert_eq!(data[3]["item_id"], data[1]["item"]["id"]);
+    assert_eq!(data[5]["text"], "Hello from fake");
+    assert_eq!(data[7]["item"]["content"][0]["text"], "Hello from fake");
+    assert_eq!(data[8]["response"]["usage"]["total_tokens"], 13);
+    // Everything else is Auto's.
+    let v = body_json(post_json(&c, &url, json!({"model": "openai/gpt-4o", "input": "hi"})).await)
+        .await;
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hello from fake");
+}
+
+#[tokio::test]
 async fn auto_anthropic_messages() {
     let fake = FakeUpstream::start().await;
     let url = format!("{}/v1/messages", fake.origin());

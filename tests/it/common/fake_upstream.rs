@@ -123,6 +123,12 @@ pub enum Behavior {
     /// - POST bodies that are not a JSON object: 400 `invalid_request_error`; anything else:
     ///   404 `{"error":{"message":"not found","type":"not_found"}}`.
     Auto,
+    /// [`Behavior::Auto`], except that a streamed `/v1/responses` carries every event the
+    /// Responses API sends around the text, as strict clients (the Codex CLI) need:
+    /// `response.created`, `response.output_item.added`, `response.content_part.added`, 2×
+    /// `response.output_text.delta`, `response.output_text.done`, `response.content_part.done`,
+    /// `response.output_item.done`, `response.completed`.
+    AutoFullEvents,
     /// Answer `status` with `body` and the given content type, as-is.
     Status {
         status: u16,
@@ -423,7 +429,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> io::Result<Respo
     let behavior = shared.record(recorded.clone());
 
     let mut response = match behavior {
-        Behavior::Auto => auto_response(&shared, &recorded),
+        Behavior::Auto => auto_response(&shared, &recorded, false),
+        Behavior::AutoFullEvents => auto_response(&shared, &recorded, true),
         Behavior::Status {
             status,
             body,
@@ -614,7 +621,8 @@ fn not_found() -> Response<FakeBody> {
 
 /// [`Behavior::Auto`]: answer by route. A leading `/v1` is optional on every route, so
 /// direct-mode providers may use either `origin()` or `base_url()` as their base URL.
-fn auto_response(shared: &Arc<Shared>, req: &Recorded) -> Response<FakeBody> {
+/// `full_events`: [`Behavior::AutoFullEvents`].
+fn auto_response(shared: &Arc<Shared>, req: &Recorded, full_events: bool) -> Response<FakeBody> {
     let path = req.path.split('?').next().unwrap_or_default();
     let route = match path.strip_prefix("/v1") {
         Some(rest) if rest.starts_with('/') => rest,
@@ -685,6 +693,12 @@ fn auto_response(shared: &Arc<Shared>, req: &Recorded) -> Response<FakeBody> {
         }
         "/chat/completions" => json_response(200, &chat_completion(&id, model)),
         "/embeddings" => json_response(200, &embeddings(&id, model, &body)),
+        "/responses" if stream && full_events => sse(
+            shared,
+            responses_full_events(&id, model),
+            Duration::ZERO,
+            false,
+        ),
         "/responses" if stream => sse(shared, responses_events(&id, model), Duration::ZERO, false),
         "/responses" => json_response(200, &response_object(&id, model, true)),
         "/messages" if stream => sse(shared, messages_events(&id, model), Duration::ZERO, false),
@@ -854,6 +868,63 @@ fn responses_events(id: &str, model: &str) -> Vec<String> {
                 "response": response_object(id, model, true)
             }),
         ),
+    ]
+}
+
+/// The Responses API's full event sequence for one text answer ([`Behavior::AutoFullEvents`]).
+fn responses_full_events(id: &str, model: &str) -> Vec<String> {
+    let completed = response_object(id, model, true);
+    let item = completed["output"][0].clone();
+    let part = item["content"][0].clone();
+    let mut seq = 0u64;
+    let mut event = |name: &str, mut data: Value| {
+        data["type"] = json!(name);
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        sse_event(name, &data)
+    };
+    let at = |mut v: Value| {
+        v["item_id"] = item["id"].clone();
+        v["output_index"] = json!(0);
+        v["content_index"] = json!(0);
+        v
+    };
+    let mut in_progress = item.clone();
+    in_progress["status"] = json!("in_progress");
+    in_progress["content"] = json!([]);
+    let mut empty_part = part.clone();
+    empty_part["text"] = json!("");
+    vec![
+        event(
+            "response.created",
+            json!({ "response": response_object(id, model, false) }),
+        ),
+        event(
+            "response.output_item.added",
+            json!({ "output_index": 0, "item": in_progress }),
+        ),
+        event(
+            "response.content_part.added",
+            at(json!({ "part": empty_part })),
+        ),
+        event(
+            "response.output_text.delta",
+            at(json!({ "delta": "Hello" })),
+        ),
+        event(
+            "response.output_text.delta",
+            at(json!({ "delta": " from fake" })),
+        ),
+        event(
+            "response.output_text.done",
+            at(json!({ "text": REPLY_TEXT, "logprobs": [] })),
+        ),
+        event("response.content_part.done", at(json!({ "part": part }))),
+        event(
+            "response.output_item.done",
+            json!({ "output_index": 0, "item": item }),
+        ),
+        event("response.completed", json!({ "response": completed })),
     ]
 }
 
