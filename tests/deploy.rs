@@ -17,7 +17,7 @@
 //!   (service names, ports, probes, labels, secret keys, grace period over the drain deadline).
 //!   `systemd-analyze verify` accepts the unit; it runs on a copy whose `ExecStart` points at
 //!   the binary under test, because `/usr/local/bin/byok-proxy` does not exist on a build
-//!   machine. `systemd-analyze` comes from `.ci/deploy-deps.sh`; when it is missing the test
+//!   machine. `systemd-analyze` comes from `cargo xtask test`; when it is missing the test
 //!   fails and says so.
 //! - Dockerfile: the build stage runs the README's build command, the runtime stage runs as a
 //!   non-root `USER`, with `byok-proxy serve` as entrypoint and command and a `/healthz`
@@ -1580,7 +1580,8 @@ fn systemd_unit_is_hardened_and_verifies() {
         .output();
     assert!(
         analyze.is_ok_and(|o| o.status.success()),
-        "systemd-analyze is not installed: run `.ci/deploy-deps.sh` (from the repository root)"
+        "systemd-analyze is not installed: run `cargo xtask test` (from the repository root), \
+         which installs it"
     );
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("byok-proxy.service");
@@ -1744,6 +1745,7 @@ fn dockerfile_builds_like_the_readme_and_runs_as_non_root() {
         "migrations",
         "ui",
         "benches",
+        "xtask",
         "config",
     ] {
         for p in &patterns {

@@ -9,9 +9,10 @@
 //! never the app token or an `x-api-key`.
 //!
 //! The clients are pinned in `tests/sdk/requirements.txt` and `tests/sdk/package-lock.json`
-//! and installed by `.ci/sdk-deps.sh`. When they are missing (or at another version) these
+//! and installed by `cargo xtask test` (Python ones in the virtualenv `target/sdk-venv`, Node
+//! ones in `tests/sdk/node_modules`). When they are missing (or at another version) these
 //! tests fail, never skip. `BYOK_SDK_PYTHON` / `BYOK_SDK_NODE` override the interpreters
-//! (default `python3` / `node` on PATH).
+//! (default: `target/sdk-venv/bin/python` when it exists, else `python3`; `node` on PATH).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,15 +37,24 @@ const MESSAGES_MODEL: &str = "anthropic/claude-sonnet-4.5";
 /// Upper bound for one client script (its SDK timeouts are 15 s, no retries).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
 
-const INSTALL_HINT: &str = "run `.ci/sdk-deps.sh` (from the repository root) to install the \
-     pinned SDKs of tests/sdk/requirements.txt and tests/sdk/package-lock.json";
+const INSTALL_HINT: &str = "run `cargo xtask test` (from the repository root): it installs the \
+     pinned SDKs of tests/sdk/requirements.txt (into target/sdk-venv) and \
+     tests/sdk/package-lock.json, then runs the tests";
 
 fn sdk_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk")
 }
 
+/// `BYOK_SDK_PYTHON`, else the virtualenv `cargo xtask test` makes, else `python3`.
 fn python() -> String {
-    std::env::var("BYOK_SDK_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var("BYOK_SDK_PYTHON").unwrap_or_else(|_| {
+        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv/bin/python");
+        if venv.is_file() {
+            venv.display().to_string()
+        } else {
+            "python3".into()
+        }
+    })
 }
 
 fn node() -> String {

@@ -11,8 +11,8 @@
 //! gateway received: the user's key as BYOK, the gateway key as `Authorization`, never the
 //! app token, and that Stop dropped the upstream stream.
 //!
-//! The browser and the npm packages are installed by `.ci/ui-deps.sh`; when they are missing
-//! the test fails (never skips) and says to run it. `BYOK_UI_CHROMIUM` / `BYOK_UI_NODE`
+//! The browser and the npm packages are installed by `cargo xtask test`; when they are
+//! missing the test fails (never skips) and says to run it. `BYOK_UI_CHROMIUM` / `BYOK_UI_NODE`
 //! override the browser and `node`. With `BYOK_UI_UPDATE_SCREENSHOTS=1` the screenshots are
 //! also copied to `docs/screenshots/` (the README's).
 
@@ -37,8 +37,8 @@ const STREAM_MODEL: &str = "openai/gpt-4o";
 /// Upper bound for the whole browser run.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
-const INSTALL_HINT: &str = "run `.ci/ui-deps.sh` (from the repository root) to install Debian's \
-     chromium and the npm packages of tests/ui/package-lock.json";
+const INSTALL_HINT: &str = "run `cargo xtask test` (from the repository root): it installs \
+     Debian's chromium and the npm packages of tests/ui/package-lock.json, then runs the tests";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
