@@ -27,17 +27,24 @@ fn halt_if_stopping() {
     }
 }
 
-pub fn run(repo: &Repo, args: &[String]) -> Result<ExitCode> {
+/// `[--own-postgres] [CARGO TEST ARGS...]`: whether to start a cluster of our own, and the
+/// arguments for cargo, with `--workspace` first unless they pick packages themselves (so the
+/// xtask's own tests run too).
+fn parse(args: &[String]) -> (bool, Vec<String>) {
     let own_postgres = args.first().is_some_and(|a| a == "--own-postgres");
-    let args = &args[usize::from(own_postgres)..];
-    // Every package's tests (the xtask's own too), unless the caller picks packages.
-    let mut args = args.to_vec();
-    if !cargo_args(&args)
+    let mut cargo = args[usize::from(own_postgres)..].to_vec();
+    let picks_packages = cargo_args(&cargo)
         .iter()
-        .any(|a| a == "-p" || a.starts_with("--package") || a == "--workspace")
-    {
-        args.insert(0, "--workspace".into());
+        .any(|a| a == "-p" || a.starts_with("--package") || a == "--workspace");
+    if !picks_packages {
+        cargo.insert(0, "--workspace".into());
     }
+    (own_postgres, cargo)
+}
+
+/// The whole run; a set-up failure ends it with what to do (no test has run then).
+pub fn run(repo: &Repo, args: &[String]) -> Result<ExitCode> {
+    let (own_postgres, args) = parse(args);
     let args = &args[..];
     let slot: Slot = Arc::default();
     let children: Children = Arc::default();
