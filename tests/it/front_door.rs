@@ -129,7 +129,14 @@ async fn the_connection_cap_refuses_extras_and_keeps_the_rest_answering() {
         .build()
         .unwrap();
     let health = p.url("/healthz");
-    assert_eq!(checker.get(&health).send().await.unwrap().status(), 200);
+    // Bodies are read to the end, so the one connection goes back to the pool each time.
+    let check = async || {
+        let r = checker.get(&health).send().await.unwrap();
+        let status = r.status();
+        r.bytes().await.unwrap();
+        status
+    };
+    assert_eq!(check().await, 200);
     // Hostile idle connections up to the cap, and beyond it.
     let mut idle = Vec::new();
     for _ in 0..7 {
@@ -165,7 +172,7 @@ async fn the_connection_cap_refuses_extras_and_keeps_the_rest_answering() {
     assert!(metric(&scrape().await, "byok_connections_refused_total") >= 20.0);
     // The health checker's connection still answers.
     for _ in 0..3 {
-        assert_eq!(checker.get(&health).send().await.unwrap().status(), 200);
+        assert_eq!(check().await, 200);
     }
     // Once the idle ones go, new connections are served again.
     drop(idle);
