@@ -99,9 +99,16 @@ fn warm_lookup(c: &mut Criterion) {
             remote_addr: None,
         };
         let user = app.store.create_user("bench", None, audit()).await.unwrap();
-        let minted = byok_proxy::accounts::create_token(&app.store, &user, None, None, audit())
-            .await
-            .unwrap();
+        let minted = byok_proxy::accounts::create_token(
+            &app.store,
+            &user,
+            None,
+            None,
+            Default::default(),
+            audit(),
+        )
+        .await
+        .unwrap();
         byok_proxy::keys::add_key(
             &app.store,
             &app.vault,

@@ -4,6 +4,7 @@
 //! A token is `bkp_` + 43 URL-safe characters (256 random bits). It is returned once, at
 //! creation; the store keeps only its SHA-256 and an 8-character prefix for recognition.
 
+use crate::auth::scopes::Scopes;
 use crate::secret::Secret;
 use crate::store::{AppToken, AuditEntry, NewToken, Store, User};
 use base64::Engine;
@@ -93,17 +94,24 @@ pub async fn create_user(
     Ok(store.create_user(name, email, audit).await?)
 }
 
-/// Mints a token for `user`, optionally expiring `expires_in` from now.
+/// Mints a token for `user`, optionally expiring at `expires_at` and narrowed by `scopes`
+/// (already checked).
 ///
 /// # Errors
-/// Store failure.
+/// A name over 100 characters; store failure.
 pub async fn create_token(
     store: &Store,
     user: &User,
     name: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    scopes: Scopes,
     audit: AuditEntry,
 ) -> Result<MintedToken, Error> {
+    if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+        return Err(Error::Invalid(
+            "token name must be at most 100 characters".into(),
+        ));
+    }
     let token = generate_token();
     let id = Uuid::new_v4();
     let prefix: String = token
@@ -113,7 +121,7 @@ pub async fn create_token(
         .collect();
     let audit = AuditEntry {
         target: Some(crate::store::user_target(user.id)),
-        detail: serde_json::json!({ "token_id": id, "name": name }),
+        detail: serde_json::json!({ "token_id": id, "name": name, "scopes": scopes }),
         ..audit
     };
     let record = store
@@ -125,6 +133,7 @@ pub async fn create_token(
                 prefix,
                 hash: hash_token(token.expose()),
                 expires_at,
+                scopes,
             },
             audit,
         )

@@ -1,9 +1,12 @@
-//! The operator API under `/admin`, behind the admin token: users (create, list, disable,
-//! rate-limit override), their tokens (create: shown once; list), token revocation, and the
-//! whole audit log. Every change drops the affected cached tokens at once.
+//! The operator API under `/admin`, behind the admin token or an admin's web session: users
+//! (create, list, disable, rate-limit override), their tokens (create with scopes: shown once;
+//! list), token revocation, and the whole audit log. Every change drops the affected cached
+//! tokens and sessions at once. Audit rows name the admin user when a session made the change.
 
 use crate::accounts;
 use crate::api::path_id;
+use crate::auth::scopes::Scopes;
+use crate::auth::Caller;
 use crate::error::ProxyError;
 use crate::http_util::{double_option, empty, json_response, Body};
 use crate::request::{read_json, RequestCtx};
@@ -43,6 +46,8 @@ struct NewToken {
     /// A duration like `90d`.
     #[serde(default)]
     expires_in: Option<String>,
+    #[serde(default)]
+    scopes: Option<Scopes>,
 }
 
 fn user_not_found() -> ProxyError {
@@ -74,7 +79,9 @@ pub async fn handle(
     route: Route,
     req: Request<Incoming>,
     ctx: &RequestCtx,
+    by: Option<Caller>,
 ) -> Result<Response<Body>, ProxyError> {
+    let actor = by.as_ref().map(|c| c.user_id);
     let method = req.method().clone();
     let body_limit = app.body_limits(ADMIN_BODY_LIMIT);
     match (route, method) {
@@ -87,7 +94,7 @@ pub async fn handle(
         }
         (Route::AdminUsers, Method::POST) => {
             let body: NewUser = read_json(req, body_limit).await?;
-            let mut audit = ctx.audit("user.created", None);
+            let mut audit = ctx.audit("user.created", actor);
             audit.detail = json!({ "by": "admin", "name": body.name });
             let user = accounts::create_user(&app.store, &body.name, body.email.as_deref(), audit)
                 .await
@@ -105,7 +112,7 @@ pub async fn handle(
                 Some(false) => "user.enabled",
                 None => "user.updated",
             };
-            let mut audit = ctx.audit(action, None);
+            let mut audit = ctx.audit(action, actor);
             audit.target = Some(crate::store::user_target(target.id));
             audit.detail = json!({
                 "by": "admin",
@@ -141,12 +148,18 @@ pub async fn handle(
                 .map(accounts::expiry)
                 .transpose()
                 .map_err(accounts_error)?;
+            let scopes = body
+                .scopes
+                .unwrap_or_default()
+                .checked()
+                .map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
             let minted = accounts::create_token(
                 &app.store,
                 &target,
                 body.name,
                 expires_at,
-                ctx.audit("token.created", None),
+                scopes,
+                ctx.audit("token.created", actor),
             )
             .await
             .map_err(accounts_error)?;
@@ -160,7 +173,7 @@ pub async fn handle(
         }
         (Route::AdminToken(id), Method::DELETE) => {
             let id = path_id(&id, token_not_found)?;
-            let mut audit = ctx.audit("token.revoked", None);
+            let mut audit = ctx.audit("token.revoked", actor);
             audit.detail = json!({ "by": "admin", "token_id": id });
             let token = app
                 .store

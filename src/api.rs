@@ -1,10 +1,11 @@
-//! The self-service API under `/api`, authenticated by app token: a user manages their own
-//! provider keys and reads their own audit trail. A key id of another user answers 404, never
-//! 403, so ids cannot be probed.
+//! The self-service API under `/api`, authenticated by app token or web session: a user
+//! manages their own provider keys and app tokens ([`tokens`]) and reads their own audit
+//! trail. A key or token id of another user answers 404, never 403, so ids cannot be probed.
 
 mod key_test;
+pub mod tokens;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Via};
 use crate::config::UpstreamMode;
 use crate::error::ProxyError;
 use crate::http_util::{double_option, empty, json_response, Body};
@@ -78,10 +79,11 @@ pub async fn handle(
     let method = req.method().clone();
     let body_limit = app.body_limits(API_BODY_LIMIT);
     match (route, method) {
-        (Route::Me, Method::GET) => Ok(json_response(
-            StatusCode::OK,
-            &json!({ "id": caller.user_id, "name": caller.user_name, "token_id": caller.token_id }),
-        )),
+        (Route::Me, Method::GET) => Ok(json_response(StatusCode::OK, &me(caller))),
+        (Route::Tokens, Method::GET) => tokens::list(app, caller).await,
+        (Route::Tokens, Method::POST) => tokens::create(app, req, ctx, caller).await,
+        (Route::Token(id), Method::DELETE) => tokens::revoke(app, &id, ctx, caller).await,
+        (Route::AuthLogout, Method::POST) => crate::signin::logout(app, caller, ctx).await,
         (Route::Providers, Method::GET) => Ok(json_response(
             StatusCode::OK,
             &json!({ "object": "list", "data": provider_list(&app.config.upstream) }),
@@ -224,9 +226,17 @@ pub async fn handle(
                 &json!({ "object": "list", "data": events }),
             ))
         }
-        (Route::Me | Route::Providers | Route::Keys | Route::Key(_) | Route::Audit, _) => {
-            Err(ProxyError::MethodNotAllowed)
-        }
+        (
+            Route::Me
+            | Route::Providers
+            | Route::Keys
+            | Route::Key(_)
+            | Route::Audit
+            | Route::Tokens
+            | Route::Token(_)
+            | Route::AuthLogout,
+            _,
+        ) => Err(ProxyError::MethodNotAllowed),
         _ => Err(ProxyError::NotFound("Not available in this build.".into())),
     }
 }
@@ -262,6 +272,34 @@ fn provider_list(upstream: &crate::config::UpstreamConfig) -> Vec<serde_json::Va
             v
         })
         .collect()
+}
+
+/// `GET /api/me`: who is calling and how; with a session, the CSRF value its state-changing
+/// calls must send. (`id`, `name` and `token_id` at the top level are kept for older clients.)
+fn me(caller: &Caller) -> serde_json::Value {
+    let user = json!({
+        "id": caller.user_id,
+        "name": caller.user_name,
+        "email": caller.email,
+        "is_admin": caller.is_admin,
+    });
+    match &caller.via {
+        Via::Token { id, scopes } => json!({
+            "user": user,
+            "auth": "token",
+            "token_id": id,
+            "scopes": **scopes,
+            "id": caller.user_id,
+            "name": caller.user_name,
+        }),
+        Via::Session { csrf, .. } => json!({
+            "user": user,
+            "auth": "session",
+            "csrf": csrf,
+            "id": caller.user_id,
+            "name": caller.user_name,
+        }),
+    }
 }
 
 pub(crate) fn key_error(e: keys::Error) -> ProxyError {

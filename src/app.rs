@@ -7,10 +7,14 @@
 //!    else 503 `overloaded`), counted in `byok_in_flight_requests` until the response body
 //!    ends.
 //! 3. **Authenticate** ([`Authenticator`](crate::auth::Authenticator)): open routes answer here
-//!    ([`ops`]); `/admin` needs the admin token ([`admin`]); everything else an app token,
-//!    which yields the [`Caller`].
+//!    ([`ops`], which also serves the sign-in redirects); `/admin` needs the admin token or an
+//!    admin's web session ([`admin`]); `/v1` an app token; `/api` an app token or a web
+//!    session (CSRF-checked when it changes state). Yields the [`Caller`], which is then
+//!    **authorized** ([`Caller::authorize`]): a scoped token calls only its routes (403
+//!    `route_not_allowed`) and never manages tokens (403 `insufficient_scope`).
 //! 4. **Admit** ([`Limits::admit`](crate::limits::Limits::admit)): the caller's rate
-//!    (GCRA, local or Redis) and concurrency limits; returns
+//!    (GCRA, local or Redis), its token's own rate when scoped, and concurrency limits;
+//!    returns
 //!    [`Admitted`] `{ caller, permit, rate }`.
 //! 5. **Dispatch**: the route's handler — [`proxy`] for `/v1` (read the body under its
 //!    limits, resolve models, credentials, build, send, wrap the upstream body), [`api`] for
@@ -64,14 +68,15 @@ pub async fn handle(
         // 3. Authenticate.
         let principal = app
             .auth
-            .authenticate(route.access(), req.headers(), &ctx)
+            .authenticate(route.access(), req.method(), req.headers(), &ctx)
             .await?;
         let caller = match principal {
-            Principal::Anonymous => return ops::serve(&app, &route).await,
-            Principal::Admin => return admin::handle(&app, route, req, &ctx).await,
+            Principal::Anonymous => return ops::serve(&app, &route, &req, &ctx).await,
+            Principal::Admin(by) => return admin::handle(&app, route, req, &ctx, by).await,
             Principal::User(caller) => caller,
         };
         exchange.user = Some(caller.user_id);
+        caller.authorize(&route, req.method())?;
         // 4. Admit.
         let admitted = app.limits.admit(caller, &app.metrics).await?;
         // 5. Dispatch.

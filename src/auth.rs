@@ -1,10 +1,17 @@
 //! Authentication, the spine's "authenticate" stage: who is calling, as a [`Principal`].
 //!
-//! - Open routes (health, metrics, UI assets): nobody needs to be anyone.
-//! - `/admin/*`: the operator's admin token, compared in constant time.
-//! - Everything else: an app token (`Authorization: Bearer`, `x-api-key` or `api-key`) ->
-//!   shape check (a string that cannot be a token costs no hash and no lookup) -> SHA-256 ->
-//!   cached lookup -> [`Caller`].
+//! - Open routes (health, metrics, UI assets, the sign-in redirects): nobody needs to be
+//!   anyone.
+//! - `/v1/*`: an app token (`Authorization: Bearer`, `x-api-key` or `api-key`) -> shape check
+//!   (a string that cannot be a token costs no hash and no lookup) -> SHA-256 -> cached
+//!   lookup -> [`Caller`]. Never a session cookie.
+//! - `/api/*` (and `POST /auth/logout`): an app token when one is sent, else the web session
+//!   cookie ([`sessions`]); a session request that changes state must pass the CSRF check.
+//! - `/admin/*`: the operator's admin token, compared in constant time, or the web session
+//!   of a user who is an admin (same CSRF rule).
+//!
+//! The [`Caller`] knows how it authenticated ([`Via`]): a token carries its [`Scopes`], which
+//! [`Caller::authorize`] checks once the route is known, before any handler runs.
 //!
 //! The token cache is keyed by the token's hash (never the token) and holds the token's user
 //! and validity. Any change to a token or user drops the affected entries
@@ -16,17 +23,23 @@
 //! written off the request path, never one row per failed request.
 
 pub mod failures;
+pub mod oidc;
+pub mod scopes;
+pub mod sessions;
 
 use crate::accounts::{hash_token, looks_like_token};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::request::RequestCtx;
-use crate::router::Access;
+use crate::router::{Access, Route};
 use crate::secret::Secret;
 use crate::store::{Store, TokenRecord};
 use chrono::Utc;
 use dashmap::DashMap;
 use http::HeaderMap;
+use http::Method;
+use scopes::Scopes;
+use sessions::{SessionResult, Sessions};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,9 +51,61 @@ use uuid::Uuid;
 pub struct Caller {
     pub user_id: Uuid,
     pub user_name: String,
-    pub token_id: Uuid,
+    pub email: Option<String>,
+    pub is_admin: bool,
     /// Per-user override of the configured requests-per-minute limit.
     pub requests_per_minute: Option<u32>,
+    /// How this caller authenticated.
+    pub via: Via,
+}
+
+/// The credential a [`Caller`] presented.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// An app token, with what it may do.
+    Token { id: Uuid, scopes: Arc<Scopes> },
+    /// A web session (never on `/v1`); `csrf` is what its state-changing calls must send.
+    Session { id_hash: [u8; 32], csrf: String },
+}
+
+static UNSCOPED: Scopes = Scopes {
+    allowed_models: None,
+    allowed_routes: None,
+    requests_per_minute: None,
+};
+
+impl Caller {
+    /// The scopes this caller is held to (a session has its user's full rights).
+    pub fn scopes(&self) -> &Scopes {
+        match &self.via {
+            Via::Token { scopes, .. } => scopes,
+            Via::Session { .. } => &UNSCOPED,
+        }
+    }
+
+    /// The app token used, if any.
+    pub fn token_id(&self) -> Option<Uuid> {
+        match &self.via {
+            Via::Token { id, .. } => Some(*id),
+            Via::Session { .. } => None,
+        }
+    }
+
+    /// What the token's scopes allow on `route`, checked before the handler: a scoped token
+    /// calls only its `allowed_routes` and never manages tokens.
+    ///
+    /// # Errors
+    /// 403 `route_not_allowed`, 403 `insufficient_scope`.
+    pub fn authorize(&self, route: &Route, method: &Method) -> Result<(), ProxyError> {
+        let scopes = self.scopes();
+        scopes.check_route(route)?;
+        let manages_tokens =
+            matches!(route, Route::Tokens | Route::Token(_)) && method != Method::GET;
+        if manages_tokens && scopes.is_scoped() {
+            return Err(ProxyError::InsufficientScope);
+        }
+        Ok(())
+    }
 }
 
 /// Who is calling, as authentication found it.
@@ -48,17 +113,21 @@ pub struct Caller {
 pub enum Principal {
     /// An open route: no credentials were looked at.
     Anonymous,
-    /// The operator, by admin token.
-    Admin,
-    /// A user, by app token.
+    /// The operator: by admin token (`None`), or an admin user's web session.
+    Admin(Option<Caller>),
+    /// A user, by app token or (outside `/v1`) web session.
     User(Caller),
 }
 
 /// The authenticate stage: token cache, admin token, failure accounting.
 pub struct Authenticator {
     pub tokens: TokenCache,
+    /// Web sessions (cookie hash -> session and user), with their clock.
+    pub sessions: Sessions,
     store: Store,
     admin_token: Option<Secret<String>>,
+    /// `scheme://host[:port]` of `public_base_url`, for the CSRF `Origin` check.
+    public_origin: String,
     failures: Arc<failures::FailureLog>,
     metrics: Arc<Metrics>,
 }
@@ -67,16 +136,17 @@ impl Authenticator {
     /// Starts the failure log's writer (inside the runtime).
     pub fn new(
         store: Store,
-        admin_token: Option<Secret<String>>,
-        failure_window: Duration,
+        config: &crate::config::Config,
         metrics: Arc<Metrics>,
     ) -> Authenticator {
-        let failures = Arc::new(failures::FailureLog::new(failure_window));
+        let failures = Arc::new(failures::FailureLog::new(config.auth_failure_window));
         failures::spawn_writer(&failures, store.clone());
         Authenticator {
             tokens: TokenCache::default(),
+            sessions: Sessions::new(config.auth.session_ttl, config.auth.session_idle_timeout),
             store,
-            admin_token,
+            admin_token: config.admin_token.clone(),
+            public_origin: sessions::origin_of(&config.public_base_url),
             failures,
             metrics,
         }
@@ -85,53 +155,118 @@ impl Authenticator {
     /// Authenticates a request to a route with `access`.
     ///
     /// # Errors
-    /// 401 `invalid_api_key` (missing, unknown, expired or revoked token; wrong admin token),
-    /// 403 `user_disabled`, 503 if the store is down on a cache miss.
+    /// 401 `invalid_api_key` (missing, unknown, expired or revoked token or session; wrong
+    /// admin token), 403 `user_disabled`, 403 `csrf_failed` (a session request that changes
+    /// state without the CSRF header), 503 if the store is down on a cache miss.
     pub async fn authenticate(
         &self,
         access: Access,
+        method: &Method,
         headers: &HeaderMap,
         ctx: &RequestCtx,
     ) -> Result<Principal, ProxyError> {
         match access {
             Access::Open => Ok(Principal::Anonymous),
-            Access::Admin => {
+            Access::Admin if headers.contains_key(http::header::AUTHORIZATION) => {
                 let ok = self
                     .admin_token
                     .as_ref()
                     .is_some_and(|t| admin_token_matches(headers, t));
                 if ok {
-                    Ok(Principal::Admin)
+                    Ok(Principal::Admin(None))
                 } else {
                     self.failed(ctx, "admin_token", None);
                     Err(ProxyError::InvalidAdminToken)
                 }
             }
-            Access::App => {
-                let Some(token) = extract_token(headers) else {
-                    self.failed(ctx, "missing", None);
-                    return Err(ProxyError::InvalidApiKey);
-                };
-                match self.tokens.authenticate(&self.store, &token).await? {
-                    AuthResult::Valid(caller) => Ok(Principal::User(caller)),
-                    other => {
-                        let actor = match &other {
-                            AuthResult::Disabled(u)
-                            | AuthResult::Revoked(u)
-                            | AuthResult::Expired(u) => Some(*u),
-                            AuthResult::Valid(_) | AuthResult::Malformed | AuthResult::Unknown => {
-                                None
-                            }
-                        };
-                        self.failed(ctx, other.reason(), actor);
-                        Err(match other {
-                            AuthResult::Disabled(_) => ProxyError::UserDisabled,
-                            _ => ProxyError::InvalidApiKey,
-                        })
+            Access::Admin => match self.session(method, headers, ctx).await? {
+                Some(caller) if caller.is_admin => Ok(Principal::Admin(Some(caller))),
+                _ => {
+                    self.failed(ctx, "admin_token", None);
+                    Err(ProxyError::InvalidAdminToken)
+                }
+            },
+            Access::User if extract_token(headers).is_none() => {
+                match self.session(method, headers, ctx).await? {
+                    Some(caller) => Ok(Principal::User(caller)),
+                    None => {
+                        self.failed(ctx, "missing", None);
+                        Err(ProxyError::InvalidApiKey)
                     }
                 }
             }
+            Access::App | Access::User => self.token(headers, ctx).await.map(Principal::User),
         }
+    }
+
+    /// An app token from the headers.
+    async fn token(&self, headers: &HeaderMap, ctx: &RequestCtx) -> Result<Caller, ProxyError> {
+        let Some(token) = extract_token(headers) else {
+            self.failed(ctx, "missing", None);
+            return Err(ProxyError::InvalidApiKey);
+        };
+        match self.tokens.authenticate(&self.store, &token).await? {
+            AuthResult::Valid(caller) => Ok(caller),
+            other => {
+                let actor = match &other {
+                    AuthResult::Disabled(u) | AuthResult::Revoked(u) | AuthResult::Expired(u) => {
+                        Some(*u)
+                    }
+                    AuthResult::Valid(_) | AuthResult::Malformed | AuthResult::Unknown => None,
+                };
+                self.failed(ctx, other.reason(), actor);
+                Err(match other {
+                    AuthResult::Disabled(_) => ProxyError::UserDisabled,
+                    _ => ProxyError::InvalidApiKey,
+                })
+            }
+        }
+    }
+
+    /// The web session of the request's cookie (`None` without a cookie), CSRF-checked when
+    /// the method changes state.
+    async fn session(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        ctx: &RequestCtx,
+    ) -> Result<Option<Caller>, ProxyError> {
+        let Some(value) = sessions::cookie(headers, sessions::COOKIE) else {
+            return Ok(None);
+        };
+        let record = match self.sessions.authenticate(&self.store, value).await? {
+            SessionResult::Valid(r) => r,
+            SessionResult::Disabled(u) => {
+                self.failed(ctx, "user_disabled", Some(u));
+                return Err(ProxyError::UserDisabled);
+            }
+            SessionResult::Expired(u) => {
+                self.failed(ctx, "session_expired", Some(u));
+                return Err(ProxyError::InvalidApiKey);
+            }
+            SessionResult::Unknown => {
+                self.failed(ctx, "unknown_session", None);
+                return Err(ProxyError::InvalidApiKey);
+            }
+        };
+        let csrf = sessions::csrf_for(value);
+        if sessions::changes_state(method)
+            && !sessions::check_csrf(headers, &csrf, &self.public_origin)
+        {
+            return Err(ProxyError::CsrfFailed);
+        }
+        let user = &record.user;
+        Ok(Some(Caller {
+            user_id: user.id,
+            user_name: user.name.clone(),
+            email: user.email.clone(),
+            is_admin: user.is_admin,
+            requests_per_minute: user.requests_per_minute,
+            via: Via::Session {
+                id_hash: record.session.id_hash,
+                csrf,
+            },
+        }))
     }
 
     fn failed(&self, ctx: &RequestCtx, reason: &'static str, actor: Option<Uuid>) {
@@ -200,6 +335,8 @@ const TTL: Duration = Duration::from_secs(30);
 
 struct Entry {
     record: Arc<TokenRecord>,
+    /// The token's scopes, shared by every caller built from this entry.
+    scopes: Arc<Scopes>,
     at: Instant,
     /// Set while one request re-reads an expired entry; the others keep using it meanwhile,
     /// so an expiry costs one database lookup, not one per request in flight.
@@ -229,20 +366,22 @@ impl TokenCache {
         let cached = self.map.get(&hash).map(|e| {
             let fresh = e.at.elapsed() < TTL
                 || e.refreshing.swap(true, std::sync::atomic::Ordering::AcqRel);
-            (e.record.clone(), fresh)
+            ((e.record.clone(), e.scopes.clone()), fresh)
         });
-        let record = match cached {
+        let (record, scopes) = match cached {
             Some((r, true)) => r,
             stale => match store.token_by_hash(&hash).await {
                 Ok(Some(r)) => {
+                    let scopes = Arc::new(r.token.scopes.clone());
                     let r = Arc::new(r);
                     let entry = Entry {
                         record: r.clone(),
+                        scopes: scopes.clone(),
                         at: Instant::now(),
                         refreshing: false.into(),
                     };
                     self.map.insert(hash, entry);
-                    r
+                    (r, scopes)
                 }
                 Ok(None) => {
                     self.map.remove(&hash);
@@ -263,7 +402,7 @@ impl TokenCache {
                 }
             },
         };
-        Ok(classify(&record))
+        Ok(classify(&record, scopes))
     }
 
     /// Drops every cached token of `user_id` (after a token or user change).
@@ -282,7 +421,7 @@ impl TokenCache {
     }
 }
 
-fn classify(r: &TokenRecord) -> AuthResult {
+fn classify(r: &TokenRecord, scopes: Arc<Scopes>) -> AuthResult {
     if r.token.revoked_at.is_some() {
         AuthResult::Revoked(r.user.id)
     } else if r.token.expires_at.is_some_and(|t| t <= Utc::now()) {
@@ -293,8 +432,13 @@ fn classify(r: &TokenRecord) -> AuthResult {
         AuthResult::Valid(Caller {
             user_id: r.user.id,
             user_name: r.user.name.clone(),
-            token_id: r.token.id,
+            email: r.user.email.clone(),
+            is_admin: r.user.is_admin,
             requests_per_minute: r.user.requests_per_minute,
+            via: Via::Token {
+                id: r.token.id,
+                scopes,
+            },
         })
     }
 }
@@ -358,37 +502,41 @@ mod tests {
         store.migrate().await.unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
         let admin = Secret::new("a".repeat(32));
-        let auth = Authenticator::new(
-            store.clone(),
-            Some(admin.clone()),
-            Duration::from_secs(60),
-            metrics.clone(),
-        );
+        let mut config = crate::config::Config::defaults().unwrap();
+        config.admin_token = Some(admin.clone());
+        config.auth_failure_window = Duration::from_secs(60);
+        let auth = Authenticator::new(store.clone(), &config, metrics.clone());
         let user = store.create_user("u", None, audit()).await.unwrap();
-        let good = crate::accounts::create_token(&store, &user, None, None, audit())
-            .await
-            .unwrap();
+        let good =
+            crate::accounts::create_token(&store, &user, None, None, Default::default(), audit())
+                .await
+                .unwrap();
         let ctx = ctx();
         // Open routes look at nothing.
         assert!(matches!(
-            auth.authenticate(Access::Open, &HeaderMap::new(), &ctx)
+            auth.authenticate(Access::Open, &Method::GET, &HeaderMap::new(), &ctx)
                 .await,
             Ok(Principal::Anonymous)
         ));
         // The admin token on /admin only.
         assert!(matches!(
-            auth.authenticate(Access::Admin, &bearer(admin.expose()), &ctx)
+            auth.authenticate(Access::Admin, &Method::GET, &bearer(admin.expose()), &ctx)
                 .await,
-            Ok(Principal::Admin)
+            Ok(Principal::Admin(None))
         ));
         assert!(matches!(
-            auth.authenticate(Access::App, &bearer(admin.expose()), &ctx)
+            auth.authenticate(Access::App, &Method::GET, &bearer(admin.expose()), &ctx)
                 .await,
             Err(ProxyError::InvalidApiKey)
         ));
         assert!(matches!(
-            auth.authenticate(Access::Admin, &bearer(good.token.expose()), &ctx)
-                .await,
+            auth.authenticate(
+                Access::Admin,
+                &Method::GET,
+                &bearer(good.token.expose()),
+                &ctx
+            )
+            .await,
             Err(ProxyError::InvalidAdminToken)
         ));
         // A valid app token, by each header.
@@ -402,7 +550,7 @@ mod tests {
                 http::header::HeaderName::from_static(name),
                 HeaderValue::from_str(&value).unwrap(),
             );
-            match auth.authenticate(Access::App, &h, &ctx).await {
+            match auth.authenticate(Access::App, &Method::GET, &h, &ctx).await {
                 Ok(Principal::User(c)) => assert_eq!(c.user_id, user.id),
                 other => panic!("{name}: {other:?}"),
             }
@@ -414,7 +562,7 @@ mod tests {
             bearer(&format!("bkp_{}", "A".repeat(43))),
         ] {
             assert!(matches!(
-                auth.authenticate(Access::App, &h, &ctx).await,
+                auth.authenticate(Access::App, &Method::GET, &h, &ctx).await,
                 Err(ProxyError::InvalidApiKey)
             ));
         }
@@ -432,15 +580,25 @@ mod tests {
             .unwrap();
         auth.tokens.invalidate_user(user.id);
         assert!(matches!(
-            auth.authenticate(Access::App, &bearer(good.token.expose()), &ctx)
-                .await,
+            auth.authenticate(
+                Access::App,
+                &Method::GET,
+                &bearer(good.token.expose()),
+                &ctx
+            )
+            .await,
             Err(ProxyError::UserDisabled)
         ));
         store.revoke_token(good.record.id, audit()).await.unwrap();
         auth.tokens.invalidate_user(user.id);
         assert!(matches!(
-            auth.authenticate(Access::App, &bearer(good.token.expose()), &ctx)
-                .await,
+            auth.authenticate(
+                Access::App,
+                &Method::GET,
+                &bearer(good.token.expose()),
+                &ctx
+            )
+            .await,
             Err(ProxyError::InvalidApiKey)
         ));
         // Each failure was counted by reason and lands in one aggregated audit row.

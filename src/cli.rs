@@ -84,6 +84,17 @@ pub struct TokenCreate {
     /// Lifetime, like 90d or 12h. Default: no expiry.
     #[arg(long)]
     pub expires_in: Option<String>,
+    /// Scope: a model pattern the token may use, like `openai/*` or `anthropic/claude-*`
+    /// (repeat for several). Default: every model.
+    #[arg(long = "allow-model", value_name = "PATTERN")]
+    pub allow_models: Vec<String>,
+    /// Scope: a route family the token may call: chat, embeddings, responses, messages,
+    /// models (repeat for several). Default: every /v1 route.
+    #[arg(long = "allow-route", value_name = "ROUTE")]
+    pub allow_routes: Vec<String>,
+    /// Scope: this token's own requests per minute (the user's limit still applies).
+    #[arg(long)]
+    pub requests_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -73,6 +73,10 @@ anthropic = "anthropic"
 
 [admin]
 
+[auth]
+session_ttl = "12h"
+session_idle_timeout = "2h"
+
 [audit]
 auth_failure_window = "60s"
 
@@ -114,6 +118,8 @@ pub struct Config {
     pub models: ModelsConfig,
     /// Operator token for `/admin`; `None` disables the operator API.
     pub admin_token: Option<Secret<String>>,
+    /// Web sign-in (OIDC) and sessions.
+    pub auth: AuthConfig,
     pub metrics_enabled: bool,
     pub ui_enabled: bool,
     pub health: HealthConfig,
@@ -122,6 +128,33 @@ pub struct Config {
     pub log: LogConfig,
     /// Things worth telling the operator that are not errors (logged at start).
     pub warnings: Vec<String>,
+}
+
+/// Web sign-in and its sessions (SPEC §9).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// A session ends this long after sign-in, however active.
+    pub session_ttl: Duration,
+    /// A session ends after this long without a request.
+    pub session_idle_timeout: Duration,
+    /// `None`: no web sign-in; the UI takes an app token.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// The OpenID provider people sign in with.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// Exactly as the issuer names itself (`iss`), e.g. `https://accounts.google.com`.
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret<String>>,
+    /// Lower-cased; empty means anyone the issuer vouches for.
+    pub allowed_email_domains: Vec<String>,
+    /// Lower-cased; these users are admins (set at each sign-in).
+    pub admin_emails: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Shown as "Sign in with <name>" (default: the issuer's host).
+    pub name: String,
 }
 
 /// Client-connection limits: what a slow, idle or hostile client may hold.
@@ -288,6 +321,7 @@ struct Raw {
     limits: RawLimits,
     models: RawModels,
     admin: RawAdmin,
+    auth: RawAuth,
     audit: RawAudit,
     metrics: RawEnabled,
     ui: RawEnabled,
@@ -398,6 +432,30 @@ struct RawAdmin {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawAuth {
+    session_ttl: String,
+    session_idle_timeout: String,
+    oidc: Option<RawOidc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer_url: String,
+    client_id: String,
+    client_secret: Option<Secret<String>>,
+    #[serde(default)]
+    allowed_email_domains: Vec<String>,
+    #[serde(default)]
+    admin_emails: Vec<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawEnabled {
     enabled: bool,
 }
@@ -415,6 +473,7 @@ const SECRET_SETTINGS: &[&str] = &[
     "crypto.old_keys",
     "upstream.gateway.api_key",
     "admin.token",
+    "auth.oidc.client_secret",
 ];
 
 /// The shortest admin token accepted (SPEC §2).
@@ -663,8 +722,10 @@ impl Config {
                 ));
             }
         }
+        let auth = check_auth(raw.auth, &raw.public_base_url)?;
         Ok(Config {
             listen,
+            auth,
             public_base_url: raw.public_base_url,
             shutdown_timeout: duration(&raw.shutdown_timeout)
                 .map_err(|m| ("shutdown_timeout", m))?,
@@ -754,6 +815,71 @@ impl Config {
 pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("`{text}` is not a duration like \"10s\" or \"500ms\" ({e})"))
+}
+
+fn check_auth(raw: RawAuth, public_base_url: &str) -> Result<AuthConfig, (&'static str, String)> {
+    let nonzero = |key: &'static str, text: &str| match duration(text) {
+        Ok(d) if d.is_zero() => Err((key, "must be longer than zero".to_string())),
+        Ok(d) => Ok(d),
+        Err(m) => Err((key, m)),
+    };
+    let session_ttl = nonzero("auth.session_ttl", &raw.session_ttl)?;
+    let session_idle_timeout = nonzero("auth.session_idle_timeout", &raw.session_idle_timeout)?;
+    let oidc = match raw.oidc {
+        None => None,
+        Some(o) => {
+            check_http_url(&o.issuer_url).map_err(|m| ("auth.oidc.issuer_url", m))?;
+            check_http_url(public_base_url).map_err(|m| {
+                (
+                    "public_base_url",
+                    format!("{m} (sign-in redirects to <public_base_url>/auth/callback)"),
+                )
+            })?;
+            if o.client_id.trim().is_empty() {
+                return Err(("auth.oidc.client_id", "must not be empty".into()));
+            }
+            let scopes = o
+                .scopes
+                .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+            if !scopes.iter().any(|s| s == "openid") {
+                return Err(("auth.oidc.scopes", "must include \"openid\"".into()));
+            }
+            let lower = |v: Vec<String>| -> Vec<String> {
+                v.into_iter()
+                    .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            };
+            let allowed_email_domains = lower(o.allowed_email_domains);
+            if !allowed_email_domains.is_empty() && !scopes.iter().any(|s| s == "email") {
+                return Err((
+                    "auth.oidc.scopes",
+                    "must include \"email\" when allowed_email_domains is set".into(),
+                ));
+            }
+            let name = o.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| {
+                o.issuer_url
+                    .parse::<http::Uri>()
+                    .ok()
+                    .and_then(|u| u.host().map(str::to_string))
+                    .unwrap_or_else(|| o.issuer_url.clone())
+            });
+            Some(OidcConfig {
+                issuer_url: o.issuer_url,
+                client_id: o.client_id,
+                client_secret: o.client_secret.filter(|s| !s.expose().is_empty()),
+                allowed_email_domains,
+                admin_emails: lower(o.admin_emails),
+                scopes,
+                name,
+            })
+        }
+    };
+    Ok(AuthConfig {
+        session_ttl,
+        session_idle_timeout,
+        oidc,
+    })
 }
 
 fn parse_database_url(url: &str) -> Result<DatabaseUrl, String> {

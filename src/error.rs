@@ -20,6 +20,14 @@ pub enum ProxyError {
     /// The message names the model (and the providers that could serve it) and what to do.
     #[error("{0}")]
     NoProviderKey(String),
+    #[error("This token may not use model `{model}`: it is outside the token's allowed_models. Use a model the token allows, or create a token that allows it (web UI, Tokens).")]
+    ModelNotAllowed { model: String },
+    #[error("This token may not call the `{route}` routes: they are outside the token's allowed_routes. Create a token that allows them (web UI, Tokens).")]
+    RouteNotAllowed { route: &'static str },
+    #[error("This token is scoped and may not manage tokens. Use an unscoped token or sign in to the web UI.")]
+    InsufficientScope,
+    #[error("Missing or wrong CSRF header: with a web session, send `x-byok-csrf` with the `csrf` value of GET /api/me, from the proxy's own origin.")]
+    CsrfFailed,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
@@ -65,7 +73,12 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => StatusCode::UNAUTHORIZED,
-            ProxyError::UserDisabled | ProxyError::NoProviderKey(_) => StatusCode::FORBIDDEN,
+            ProxyError::UserDisabled
+            | ProxyError::NoProviderKey(_)
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::RouteNotAllowed { .. }
+            | ProxyError::InsufficientScope
+            | ProxyError::CsrfFailed => StatusCode::FORBIDDEN,
             ProxyError::InvalidRequest(_) | ProxyError::UnknownProvider(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -93,6 +106,10 @@ impl ProxyError {
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "invalid_api_key",
             ProxyError::UserDisabled => "user_disabled",
             ProxyError::NoProviderKey(_) => "no_provider_key",
+            ProxyError::ModelNotAllowed { .. } => "model_not_allowed",
+            ProxyError::RouteNotAllowed { .. } => "route_not_allowed",
+            ProxyError::InsufficientScope => "insufficient_scope",
+            ProxyError::CsrfFailed => "csrf_failed",
             ProxyError::InvalidRequest(_) => "invalid_request",
             ProxyError::UnknownProvider(_) => "unknown_provider",
             ProxyError::RequestTooLarge { .. } => "request_too_large",
@@ -116,7 +133,12 @@ impl ProxyError {
     fn openai_type(&self) -> &'static str {
         match self {
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "authentication_error",
-            ProxyError::UserDisabled | ProxyError::NoProviderKey(_) => "permission_error",
+            ProxyError::UserDisabled
+            | ProxyError::NoProviderKey(_)
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::RouteNotAllowed { .. }
+            | ProxyError::InsufficientScope
+            | ProxyError::CsrfFailed => "permission_error",
             ProxyError::InvalidRequest(_)
             | ProxyError::UnknownProvider(_)
             | ProxyError::RequestTooLarge { .. }
@@ -140,7 +162,12 @@ impl ProxyError {
     fn anthropic_type(&self) -> &'static str {
         match self {
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => "authentication_error",
-            ProxyError::UserDisabled | ProxyError::NoProviderKey(_) => "permission_error",
+            ProxyError::UserDisabled
+            | ProxyError::NoProviderKey(_)
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::RouteNotAllowed { .. }
+            | ProxyError::InsufficientScope
+            | ProxyError::CsrfFailed => "permission_error",
             ProxyError::InvalidRequest(_)
             | ProxyError::UnknownProvider(_)
             | ProxyError::UnsupportedMediaType
@@ -168,6 +195,10 @@ impl ProxyError {
             | ProxyError::InvalidAdminToken
             | ProxyError::UserDisabled
             | ProxyError::NoProviderKey(_)
+            | ProxyError::ModelNotAllowed { .. }
+            | ProxyError::RouteNotAllowed { .. }
+            | ProxyError::InsufficientScope
+            | ProxyError::CsrfFailed
             | ProxyError::InvalidRequest(_)
             | ProxyError::UnknownProvider(_)
             | ProxyError::RequestTooLarge { .. }

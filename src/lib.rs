@@ -13,9 +13,11 @@
 //!   [`api`] (self-service `/api`), [`admin`] (operator `/admin`): the handlers.
 //! - [`state`]: `AppState`, everything a request may need, built once.
 //! - [`auth`]: the authenticate stage (app tokens -> SHA-256 -> cached lookup ->
-//!   [`auth::Caller`]; the admin token; aggregated failure audit).
+//!   [`auth::Caller`]; web sessions [`auth::sessions`]; token scopes [`auth::scopes`] and
+//!   `Caller::authorize`; the admin token; aggregated failure audit); [`auth::oidc`] and
+//!   [`signin`]: web sign-in (`/auth/*`).
 //! - [`limits`]: the overload and admit stages (global slot, per-user GCRA and concurrency,
-//!   the buffered-bytes budget).
+//!   a scoped token's own rate, the buffered-bytes budget).
 //! - [`upstream`]: the pooled client; [`upstream::gateway`] (billing rules: BYOK, `only` /
 //!   `order`, system-credential detection), [`upstream::direct`] (provider auth),
 //!   [`upstream::headers`] (allowlists), [`upstream::catalog`] (model list).
@@ -34,7 +36,8 @@
 //!
 //! `server::run` accepts (within `server.max_connections`, under the [`watchdog`]'s
 //! deadlines) and calls [`app::handle`], which runs the stages in this order:
-//! context (request id, route) -> overload (global slot) -> authenticate -> admit (rate,
+//! context (request id, route) -> overload (global slot) -> authenticate (app token, web
+//! session outside `/v1`, admin token) and authorize (token scopes) -> admit (rate,
 //! concurrency) -> dispatch (the route's handler; for `/v1`: read -> resolve -> credentials
 //! -> build -> send -> wrap) -> respond (error envelope, request id, rate headers, metrics)
 //! -> account (when the response body ends: access line; usage, health and stream metrics from
@@ -59,6 +62,7 @@ pub mod request;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod signin;
 pub mod state;
 pub mod store;
 pub mod stream;

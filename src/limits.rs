@@ -5,9 +5,11 @@
 //!   request is shed with 503 `overloaded`, before auth. The slot is counted in
 //!   `byok_in_flight_requests` from here to the end of the response body.
 //! - [`Limits::admit`]: per-user requests per minute with a burst — GCRA (governor) in memory,
-//!   or in Redis when `limits.redis_url` is set (shared by all replicas) — and a per-user
-//!   concurrency permit; the result is an [`Admitted`] caller with its permit and the rate
-//!   state for the `x-ratelimit-*` headers.
+//!   or in Redis when `limits.redis_url` is set (shared by all replicas) — then, for a token
+//!   with a `requests_per_minute` scope, that token's own rate (GCRA keyed by token id, burst
+//!   at most its rate), and a per-user concurrency permit; the result is an [`Admitted`]
+//!   caller with its permit and the rate state for the `x-ratelimit-*` headers (the tighter
+//!   of the two rates).
 //! - [`Limits::budget`]: the global budget of buffered request bytes (`max_buffered_bytes`),
 //!   drawn on by the body reader while a request body is in memory.
 //!
@@ -43,6 +45,12 @@ struct UserLimiter<C: Clock> {
     concurrency: Arc<Semaphore>,
 }
 
+/// The rate of one scoped token (`scopes.requests_per_minute`).
+struct TokenLimiter<C: Clock> {
+    rpm: u32,
+    rate: Gcra<C>,
+}
+
 /// A global in-flight slot, counted in `byok_in_flight_requests` while held.
 pub struct Slot {
     gauge: prometheus::IntGauge,
@@ -68,6 +76,7 @@ pub struct Limits<C: Clock = DefaultClock> {
     config: LimitsConfig,
     clock: C,
     users: DashMap<Uuid, Arc<UserLimiter<C>>>,
+    tokens: DashMap<Uuid, Arc<TokenLimiter<C>>>,
     global: Arc<Semaphore>,
     /// The global budget of buffered request bytes (`limits.max_buffered_bytes`).
     pub budget: Budget,
@@ -106,6 +115,7 @@ impl<C: Clock + Clone> Limits<C> {
             config: config.clone(),
             clock,
             users: DashMap::new(),
+            tokens: DashMap::new(),
             redis: None,
         }
     }
@@ -159,11 +169,53 @@ impl<C: Clock + Clone> Limits<C> {
         entry.clone()
     }
 
-    /// Checks the caller's rate and concurrency limits.
+    /// The limiter of a scoped token with its own rate (`None` otherwise).
+    fn token(&self, caller: &Caller) -> Option<(Uuid, Arc<TokenLimiter<C>>)> {
+        let id = caller.token_id()?;
+        let rpm = caller.scopes().requests_per_minute?;
+        if let Some(t) = self.tokens.get(&id) {
+            if t.rpm == rpm {
+                return Some((id, t.clone()));
+            }
+        }
+        let limiter = Arc::new(TokenLimiter {
+            rpm,
+            rate: RateLimiter::direct_with_clock(
+                quota(rpm, self.config.burst.min(rpm)),
+                self.clock.clone(),
+            )
+            .with_middleware::<StateInformationMiddleware>(),
+        });
+        self.tokens.insert(id, limiter.clone());
+        Some((id, limiter))
+    }
+
+    /// Checks the caller's rate (and its token's, when scoped) and concurrency limits.
     ///
     /// # Errors
     /// 429 `rate_limit_exceeded` with the limit, what remains and when to retry.
     pub async fn admit(&self, caller: Caller, metrics: &Metrics) -> Result<Admitted, ProxyError> {
+        let token = match self.token(&caller) {
+            None => None,
+            Some((id, t)) => {
+                let burst = self.config.burst.min(t.rpm).max(1);
+                match self.check(id, t.rpm, &t.rate, burst, metrics).await {
+                    Ok(remaining) => Some((t.rpm, remaining)),
+                    Err(retry_after) => {
+                        metrics.rate_limited.with_label_values(&["token"]).inc();
+                        return Err(ProxyError::RateLimited {
+                            per: "requests per minute for this token",
+                            rate: RateHeaders {
+                                limit: t.rpm,
+                                remaining: 0,
+                                reset: Some(retry_after),
+                            },
+                            retry_after,
+                        });
+                    }
+                }
+            }
+        };
         let user = self.user(&caller);
         let burst = self.config.burst.max(1);
         let remaining = match self.check_rate(caller.user_id, &user, burst, metrics).await {
@@ -196,11 +248,15 @@ impl<C: Clock + Clone> Limits<C> {
                 retry_after: Duration::from_secs(1),
             }
         })?;
+        let (limit, remaining) = match token {
+            Some((rpm, left)) if left < remaining => (rpm, left),
+            _ => (user.rpm, remaining),
+        };
         Ok(Admitted {
             caller,
             permit,
             rate: RateHeaders {
-                limit: user.rpm,
+                limit,
                 remaining,
                 reset: None,
             },
@@ -215,13 +271,26 @@ impl<C: Clock + Clone> Limits<C> {
         burst: u32,
         metrics: &Metrics,
     ) -> Result<u32, Duration> {
+        self.check(user_id, user.rpm, &user.rate, burst, metrics)
+            .await
+    }
+
+    /// One GCRA check of `key` (a user or token id): in Redis when it is up, else locally.
+    async fn check(
+        &self,
+        key: Uuid,
+        rpm: u32,
+        rate: &Gcra<C>,
+        burst: u32,
+        metrics: &Metrics,
+    ) -> Result<u32, Duration> {
         if let Some(redis) = &self.redis {
-            match redis.check(user_id, user.rpm, burst).await {
+            match redis.check(key, rpm, burst).await {
                 Some(r) => return r,
                 None => metrics.redis_fallback.inc(),
             }
         }
-        match user.rate.check() {
+        match rate.check() {
             Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
             Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
         }
@@ -401,12 +470,50 @@ mod tests {
     }
 
     fn caller(rpm: Option<u32>) -> Caller {
+        scoped(rpm, crate::auth::scopes::Scopes::default())
+    }
+
+    fn scoped(rpm: Option<u32>, scopes: crate::auth::scopes::Scopes) -> Caller {
         Caller {
             user_id: Uuid::from_u128(7),
             user_name: "u".into(),
-            token_id: Uuid::from_u128(8),
+            email: None,
+            is_admin: false,
             requests_per_minute: rpm,
+            via: crate::auth::Via::Token {
+                id: Uuid::from_u128(8),
+                scopes: Arc::new(scopes),
+            },
         }
+    }
+
+    #[tokio::test]
+    async fn a_scoped_token_has_its_own_rate_under_the_users() {
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(&config(60, 30, 100), clock.clone());
+        let m = Metrics::new().unwrap();
+        let scopes = crate::auth::scopes::Scopes {
+            requests_per_minute: Some(2),
+            ..Default::default()
+        };
+        for want in [1, 0] {
+            let a = limits
+                .admit(scoped(None, scopes.clone()), &m)
+                .await
+                .unwrap();
+            assert_eq!((a.rate.limit, a.rate.remaining), (2, want));
+        }
+        let Err(ProxyError::RateLimited { per, rate, .. }) =
+            limits.admit(scoped(None, scopes.clone()), &m).await
+        else {
+            panic!("the token's third request in its minute must be limited")
+        };
+        assert_eq!(per, "requests per minute for this token");
+        assert_eq!(rate.limit, 2);
+        // The user's other (unscoped) token is not held to it.
+        assert!(limits.admit(caller(None), &m).await.is_ok());
+        clock.advance(Duration::from_secs(30));
+        assert!(limits.admit(scoped(None, scopes), &m).await.is_ok());
     }
 
     #[tokio::test]

@@ -156,7 +156,7 @@ impl Metrics {
             upstream_request_duration,
         };
         // Series that exist from the start, so dashboards and alerts see zeros, not gaps.
-        for limit in ["requests", "concurrency", "global"] {
+        for limit in ["requests", "token", "concurrency", "global"] {
             m.rate_limited.with_label_values(&[limit]);
         }
         for result in ["hit", "miss"] {

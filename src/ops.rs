@@ -1,5 +1,5 @@
-//! The open routes (no credentials): `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and
-//! the web UI's static files.
+//! The open routes (no credentials): `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, the
+//! web UI's static files, and the sign-in redirects (`/auth/login`, `/auth/callback`).
 
 use crate::config::UpstreamMode;
 use crate::error::ProxyError;
@@ -13,8 +13,15 @@ use std::time::Instant;
 /// The OpenAPI 3 description of `/api` and `/admin`, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("api/openapi.json");
 
-pub async fn serve(app: &AppState, route: &Route) -> Result<Response<Body>, ProxyError> {
+pub async fn serve<B>(
+    app: &AppState,
+    route: &Route,
+    req: &http::Request<B>,
+    ctx: &crate::request::RequestCtx,
+) -> Result<Response<Body>, ProxyError> {
     match route {
+        Route::AuthLogin => crate::signin::login(app).await,
+        Route::AuthCallback => crate::signin::callback(app, req.uri(), req.headers(), ctx).await,
         Route::Healthz => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::Readyz => Ok(readyz(app).await),
         Route::Ui(path) if app.config.ui_enabled => crate::ui::serve(path),

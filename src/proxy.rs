@@ -87,6 +87,7 @@ async fn forward(
         read_body(&parts.headers, body, limits).await?;
     let parsed = rewrite::parse(&bytes).map_err(|e| ProxyError::InvalidRequest(e.to_string()))?;
     let models = Resolved::new(app, route, &parsed)?;
+    caller.scopes().check_models(&models.all())?;
     let creds = credentials(app, caller).await?;
     let outgoing = build(app, route, path, &parts, &parsed, &models, &creds, ctx)?;
     // The rewritten body is the one held from here on; its budget share goes once it is sent.
@@ -668,8 +669,12 @@ async fn list_models(
         .is_some_and(|q| q.split('&').any(|kv| kv == "all=true" || kv == "all=1"));
     let (entries, creds) = catalog_and_creds(app, caller).await?;
     let mut data = Vec::with_capacity(entries.len());
+    let scopes = caller.scopes();
     for e in entries.iter() {
         let id = e.get("id").and_then(Value::as_str).unwrap_or_default();
+        if !scopes.allows_model(id) {
+            continue; // outside the token's allowed_models: not listed at all
+        }
         let ok = accessible(app, &creds, models::creator(id));
         if all {
             let mut e = e.clone();
@@ -697,6 +702,7 @@ async fn get_model(
     let entry = entries
         .iter()
         .find(|e| e.get("id").and_then(Value::as_str) == Some(id))
+        .filter(|_| caller.scopes().allows_model(id))
         .ok_or_else(|| {
             ProxyError::NotFound(format!(
                 "The model `{id}` does not exist. GET /v1/models?all=true lists the catalog."

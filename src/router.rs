@@ -1,5 +1,5 @@
 //! Path -> [`Route`]. Each route has a low-cardinality label (its template) for metrics and
-//! logs, and says whether it needs an app token, the admin token, or nothing.
+//! logs, and says who may call it ([`Access`]).
 
 /// Every route byok-proxy serves. Path parameters are kept as text; handlers parse them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,12 @@ pub enum Route {
     KeyTest(String),
     Usage,
     Audit,
+    Tokens,
+    Token(String),
+    // web sign-in
+    AuthLogin,
+    AuthCallback,
+    AuthLogout,
     // operator
     AdminUsers,
     AdminUser(String),
@@ -38,9 +44,14 @@ pub enum Route {
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// The unauthenticated allowlist: operations routes and the UI's static files.
+    /// The unauthenticated allowlist: operations routes, the UI's static files and the
+    /// sign-in redirects.
     Open,
+    /// `/v1`: an app token, never a web session.
     App,
+    /// `/api` and logout: an app token or a web session.
+    User,
+    /// `/admin`: the admin token or an admin's web session.
     Admin,
 }
 
@@ -75,6 +86,11 @@ impl Route {
             ["api", "keys", id, "test"] => Route::KeyTest(id.to_string()),
             ["api", "usage"] => Route::Usage,
             ["api", "audit"] => Route::Audit,
+            ["api", "tokens"] => Route::Tokens,
+            ["api", "tokens", id] => Route::Token(id.to_string()),
+            ["auth", "login"] => Route::AuthLogin,
+            ["auth", "callback"] => Route::AuthCallback,
+            ["auth", "logout"] => Route::AuthLogout,
             ["admin", "users"] => Route::AdminUsers,
             ["admin", "users", id] => Route::AdminUser(id.to_string()),
             ["admin", "users", id, "tokens"] => Route::AdminUserTokens(id.to_string()),
@@ -108,6 +124,11 @@ impl Route {
             Route::KeyTest(_) => "/api/keys/{id}/test",
             Route::Usage => "/api/usage",
             Route::Audit => "/api/audit",
+            Route::Tokens => "/api/tokens",
+            Route::Token(_) => "/api/tokens/{id}",
+            Route::AuthLogin => "/auth/login",
+            Route::AuthCallback => "/auth/callback",
+            Route::AuthLogout => "/auth/logout",
             Route::AdminUsers => "/admin/users",
             Route::AdminUser(_) => "/admin/users/{id}",
             Route::AdminUserTokens(_) => "/admin/users/{id}/tokens",
@@ -124,13 +145,32 @@ impl Route {
             | Route::Metrics
             | Route::OpenApi
             | Route::Ui(_)
+            | Route::AuthLogin
+            | Route::AuthCallback
             | Route::NotFound => Access::Open,
             Route::AdminUsers
             | Route::AdminUser(_)
             | Route::AdminUserTokens(_)
             | Route::AdminToken(_)
             | Route::AdminAudit => Access::Admin,
-            _ => Access::App,
+            Route::ChatCompletions
+            | Route::Embeddings
+            | Route::Responses
+            | Route::Messages
+            | Route::CountTokens
+            | Route::Models
+            | Route::Model(_) => Access::App,
+            Route::Me
+            | Route::Providers
+            | Route::ProvidersHealth
+            | Route::Keys
+            | Route::Key(_)
+            | Route::KeyTest(_)
+            | Route::Usage
+            | Route::Audit
+            | Route::Tokens
+            | Route::Token(_)
+            | Route::AuthLogout => Access::User,
         }
     }
 
@@ -186,5 +226,9 @@ mod tests {
             Access::Admin
         );
         assert_eq!(Route::parse("/healthz").access(), Access::Open);
+        assert_eq!(Route::parse("/auth/callback").access(), Access::Open);
+        assert_eq!(Route::parse("/v1/models").access(), Access::App);
+        assert_eq!(Route::parse("/api/tokens/x").access(), Access::User);
+        assert_eq!(Route::parse("/auth/logout").access(), Access::User);
     }
 }

@@ -18,8 +18,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub vault: Vault,
-    /// Token hash -> caller (cached), the admin token, failed-auth accounting.
+    /// Token hash -> caller (cached), web sessions, the admin token, failed-auth accounting.
     pub auth: Authenticator,
+    /// Web sign-in, when `auth.oidc` is configured.
+    pub oidc: Option<crate::auth::oidc::Oidc>,
     /// User -> decrypted active credentials, cached.
     pub keyring: KeyRing,
     /// The pooled upstream client.
@@ -77,12 +79,15 @@ impl AppState {
         let metrics = Arc::new(Metrics::new()?);
         let limits = Limits::new(&config.limits)?;
         let usage = Recorder::spawn(store.clone(), metrics.clone(), 65_536);
-        let auth = Authenticator::new(
-            store.clone(),
-            config.admin_token.clone(),
-            config.auth_failure_window,
-            metrics.clone(),
-        );
+        let auth = Authenticator::new(store.clone(), &config, metrics.clone());
+        let oidc = match &config.auth.oidc {
+            Some(o) => Some(crate::auth::oidc::Oidc::new(
+                o.clone(),
+                &config.public_base_url,
+                vault.clone(),
+            )?),
+            None => None,
+        };
         let listen_url = store.listen_url();
         let app = Arc::new(AppState {
             responses: crate::watchdog::Responses::start(config.server.idle_timeout),
@@ -95,6 +100,7 @@ impl AppState {
             store,
             vault,
             auth,
+            oidc,
             upstream,
             catalog,
         });
@@ -120,9 +126,11 @@ impl AppState {
         }
     }
 
-    /// Drops everything cached about `user_id` (tokens and credentials) after a change.
+    /// Drops everything cached about `user_id` (tokens, sessions and credentials) after a
+    /// change.
     pub fn invalidate_user(&self, user_id: uuid::Uuid) {
         self.auth.tokens.invalidate_user(user_id);
+        self.auth.sessions.invalidate_user(user_id);
         self.keyring.invalidate(user_id);
     }
 }
@@ -134,6 +142,7 @@ impl crate::store::notify::Invalidate for AppState {
 
     fn invalidate_all(&self) {
         self.auth.tokens.clear();
+        self.auth.sessions.clear();
         self.keyring.clear();
     }
 }

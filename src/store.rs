@@ -9,6 +9,7 @@ pub mod notify;
 pub mod postgres;
 pub mod sqlite;
 
+use crate::auth::scopes::Scopes;
 use crate::config::DatabaseUrl;
 use crate::keys::crypto::Sealed;
 use chrono::{DateTime, Utc};
@@ -20,6 +21,7 @@ pub const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_usage_cost.sql")),
     (3, include_str!("../migrations/sqlite/0003_key_status.sql")),
+    (4, include_str!("../migrations/sqlite/0004_identity.sql")),
 ];
 pub const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -31,6 +33,7 @@ pub const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/postgres/0003_key_status.sql"),
     ),
+    (4, include_str!("../migrations/postgres/0004_identity.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,13 @@ pub struct User {
     /// Per-user override of `limits.requests_per_minute`.
     pub requests_per_minute: Option<u32>,
     pub created_at: DateTime<Utc>,
+    /// Set from `auth.oidc.admin_emails` at each web sign-in.
+    pub is_admin: bool,
+    /// The OIDC identity of a user created by web sign-in (issuer, subject).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -72,6 +82,8 @@ pub struct AppToken {
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// What the token may do beyond its user's rights (nothing set: everything).
+    pub scopes: Scopes,
 }
 
 pub struct NewToken {
@@ -82,6 +94,37 @@ pub struct NewToken {
     /// SHA-256 of the full token; the token itself is never stored.
     pub hash: [u8; 32],
     pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Scopes,
+}
+
+/// A web sign-in session. The cookie holds 256 random bits; only their SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id_hash: [u8; 32],
+    pub user_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    /// The absolute end (`auth.session_ttl` after sign-in).
+    pub expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+}
+
+/// The result of looking a session up by hash.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub session: Session,
+    pub user: User,
+}
+
+/// A user as an OpenID provider describes them at sign-in.
+#[derive(Debug, Clone)]
+pub struct OidcIdentity {
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+    /// A unique user name is derived from this (suffixed when taken).
+    pub preferred_name: String,
+    pub is_admin: bool,
 }
 
 /// A stored provider credential, still sealed.
@@ -310,8 +353,68 @@ impl Store {
             disabled: false,
             requests_per_minute: None,
             created_at: now(),
+            is_admin: false,
+            oidc_issuer: None,
+            oidc_subject: None,
         };
         dispatch!(self, s => s.create_user(user, audit).await)
+    }
+
+    /// Finds the user of an OIDC identity, creating it on first sign-in (audited
+    /// `user.created`), and brings its email and admin flag up to date. A taken name gets a
+    /// short suffix. Returns the user and whether it was created.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn upsert_oidc_user(
+        &self,
+        identity: &OidcIdentity,
+        audit: AuditEntry,
+    ) -> Result<(User, bool)> {
+        if let Some(user) =
+            dispatch!(self, s => s.user_by_subject(&identity.issuer, &identity.subject).await)?
+        {
+            let changed = user.email != identity.email || user.is_admin != identity.is_admin;
+            if !changed {
+                return Ok((user, false));
+            }
+            let updated = dispatch!(self, s => s.set_oidc_profile(user.id, identity.email.clone(), identity.is_admin).await)?;
+            return Ok((updated.unwrap_or(user), false));
+        }
+        let mut last = None;
+        for attempt in 0..5u32 {
+            let name = if attempt == 0 {
+                identity.preferred_name.clone()
+            } else {
+                let suffix = &Uuid::new_v4().simple().to_string()[..6];
+                let base: String = identity.preferred_name.chars().take(57).collect();
+                format!("{base}-{suffix}")
+            };
+            let user = User {
+                id: Uuid::new_v4(),
+                name,
+                email: identity.email.clone(),
+                disabled: false,
+                requests_per_minute: None,
+                created_at: now(),
+                is_admin: identity.is_admin,
+                oidc_issuer: Some(identity.issuer.clone()),
+                oidc_subject: Some(identity.subject.clone()),
+            };
+            match dispatch!(self, s => s.create_user(user, audit.clone()).await) {
+                Ok(u) => return Ok((u, true)),
+                Err(Error::Conflict(e)) => {
+                    // The same person signing in twice at once: the other request won.
+                    if let Some(u) = dispatch!(self, s => s.user_by_subject(&identity.issuer, &identity.subject).await)?
+                    {
+                        return Ok((u, false));
+                    }
+                    last = Some(Error::Conflict(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Conflict("no free user name".into())))
     }
 
     /// # Errors
@@ -366,6 +469,41 @@ impl Store {
     /// Database failure.
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
         dispatch!(self, s => s.token_by_hash(hash).await)
+    }
+
+    // === sessions ===
+
+    /// # Errors
+    /// Database failure.
+    pub async fn create_session(&self, session: Session, audit: AuditEntry) -> Result<()> {
+        dispatch!(self, s => s.create_session(session, audit).await)
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+        dispatch!(self, s => s.session_by_hash(hash).await)
+    }
+
+    /// Records activity on a session (for the idle timeout).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn touch_session(&self, hash: &[u8; 32], at: DateTime<Utc>) -> Result<()> {
+        dispatch!(self, s => s.touch_session(hash, at).await)
+    }
+
+    /// Deletes a session; `audit` (e.g. `session.ended`) is written when it existed. Returns
+    /// its user.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn delete_session(
+        &self,
+        hash: &[u8; 32],
+        audit: Option<AuditEntry>,
+    ) -> Result<Option<Uuid>> {
+        dispatch!(self, s => s.delete_session(hash, audit).await)
     }
 
     // === provider keys ===

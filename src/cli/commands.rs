@@ -215,11 +215,18 @@ async fn token(cmd: TokenCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(accounts::expiry)
                 .transpose()?;
+            let scopes = crate::auth::scopes::Scopes {
+                allowed_models: (!args.allow_models.is_empty()).then_some(args.allow_models),
+                allowed_routes: (!args.allow_routes.is_empty()).then_some(args.allow_routes),
+                requests_per_minute: args.requests_per_minute,
+            }
+            .checked()?;
             let minted = accounts::create_token(
                 &store,
                 &u,
                 args.name,
                 expires_at,
+                scopes,
                 cli_audit("token.created"),
             )
             .await?;

@@ -215,3 +215,60 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn web_sign_in_settings() {
+    let c = Config::defaults().unwrap();
+    assert!(c.auth.oidc.is_none());
+    assert_eq!(c.auth.session_ttl, Duration::from_secs(12 * 3600));
+    assert_eq!(c.auth.session_idle_timeout, Duration::from_secs(2 * 3600));
+    let base = [
+        ("BYOK_AUTH__OIDC__ISSUER_URL", "https://login.example.com"),
+        ("BYOK_AUTH__OIDC__CLIENT_ID", "byok"),
+        ("BYOK_AUTH__OIDC__CLIENT_SECRET", "s3cret-SECRET"),
+        (
+            "BYOK_AUTH__OIDC__ALLOWED_EMAIL_DOMAINS",
+            "[\"Example.COM\", \"@corp.example\"]",
+        ),
+        ("BYOK_AUTH__OIDC__ADMIN_EMAILS", "[\"Boss@Example.com\"]"),
+        ("BYOK_AUTH__SESSION_IDLE_TIMEOUT", "30m"),
+    ];
+    let c = Config::load(None, &env(&base)).unwrap();
+    let o = c.auth.oidc.unwrap();
+    assert_eq!(o.scopes, ["openid", "email", "profile"]);
+    assert_eq!(o.allowed_email_domains, ["example.com", "corp.example"]);
+    assert_eq!(o.admin_emails, ["boss@example.com"]);
+    assert_eq!(o.name, "login.example.com");
+    assert_eq!(o.client_secret.unwrap().expose(), "s3cret-SECRET");
+    assert_eq!(c.auth.session_idle_timeout, Duration::from_secs(1800));
+    // Scopes without openid, or without email while domains are checked, are refused.
+    for scopes in ["[\"email\"]", "[\"openid\"]"] {
+        let mut e = base.to_vec();
+        e.push(("BYOK_AUTH__OIDC__SCOPES", scopes));
+        let err = Config::load(None, &env(&e)).unwrap_err().to_string();
+        assert!(err.contains("auth.oidc.scopes"), "{err}");
+    }
+    // A client secret of the wrong type is refused without echoing it.
+    let mut e = base.to_vec();
+    e[2] = ("BYOK_AUTH__OIDC__CLIENT_SECRET", "[\"hunter2-in-a-list\"]");
+    let err = Config::load(None, &env(&e)).unwrap_err().to_string();
+    assert!(
+        err.contains("auth.oidc.client_secret") && !err.contains("hunter2"),
+        "{err}"
+    );
+    // An issuer that is not a URL, a zero timeout.
+    let err = Config::load(
+        None,
+        &env(&[
+            ("BYOK_AUTH__OIDC__ISSUER_URL", "accounts.google.com"),
+            ("BYOK_AUTH__OIDC__CLIENT_ID", "x"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("auth.oidc.issuer_url"), "{err}");
+    let err = Config::load(None, &env(&[("BYOK_AUTH__SESSION_TTL", "0s")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("auth.session_ttl"), "{err}");
+}

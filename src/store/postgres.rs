@@ -3,8 +3,9 @@
 
 use super::{
     AppToken, AuditEntry, AuditEvent, AuditFilter, Error, KeyPatch, NewToken, ProviderKey, Reseal,
-    Result, TokenRecord, User, UserPatch, POSTGRES_MIGRATIONS,
+    Result, Session, SessionRecord, TokenRecord, User, UserPatch, POSTGRES_MIGRATIONS,
 };
+use crate::auth::scopes::Scopes;
 use crate::keys::crypto::Sealed;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -58,6 +59,9 @@ fn user_row(r: &Row) -> Result<User> {
             .map_err(q)?
             .map(|v| u32::try_from(v).unwrap_or(0)),
         created_at: r.try_get("created_at").map_err(q)?,
+        is_admin: r.try_get("is_admin").map_err(q)?,
+        oidc_issuer: r.try_get("oidc_issuer").map_err(q)?,
+        oidc_subject: r.try_get("oidc_subject").map_err(q)?,
     })
 }
 
@@ -71,6 +75,37 @@ fn token_row(r: &Row) -> Result<AppToken> {
         expires_at: r.try_get("expires_at").map_err(q)?,
         last_used_at: r.try_get("last_used_at").map_err(q)?,
         revoked_at: r.try_get("revoked_at").map_err(q)?,
+        scopes: scopes_row(r, "")?,
+    })
+}
+
+/// The scope columns of a token row (`prefix`: the column alias prefix of a join).
+fn scopes_row(r: &Row, prefix: &str) -> Result<Scopes> {
+    Ok(Scopes {
+        allowed_models: r
+            .try_get(format!("{prefix}allowed_models").as_str())
+            .map_err(q)?,
+        allowed_routes: r
+            .try_get(format!("{prefix}allowed_routes").as_str())
+            .map_err(q)?,
+        requests_per_minute: r
+            .try_get::<_, Option<i32>>(format!("{prefix}requests_per_minute").as_str())
+            .map_err(q)?
+            .map(|v| u32::try_from(v).unwrap_or(1)),
+    })
+}
+
+fn session_row(r: &Row) -> Result<Session> {
+    let hash: Vec<u8> = r.try_get("id_hash").map_err(q)?;
+    Ok(Session {
+        id_hash: hash
+            .try_into()
+            .map_err(|_| Error::Corrupt("session id_hash is not 32 bytes".into()))?,
+        user_id: r.try_get("user_id").map_err(q)?,
+        created_at: r.try_get("created_at").map_err(q)?,
+        last_seen_at: r.try_get("last_seen_at").map_err(q)?,
+        expires_at: r.try_get("expires_at").map_err(q)?,
+        user_agent: r.try_get("user_agent").map_err(q)?,
     })
 }
 
@@ -121,9 +156,11 @@ async fn insert_audit(c: &impl GenericClient, e: &AuditEntry, at: DateTime<Utc>)
     Ok(())
 }
 
-const USER_COLS: &str = "id, name, email, disabled, requests_per_minute, created_at";
-const TOKEN_COLS: &str =
-    "id, user_id, name, prefix, created_at, expires_at, last_used_at, revoked_at";
+const USER_COLS: &str = "id, name, email, disabled, requests_per_minute, created_at, is_admin, \
+                         oidc_issuer, oidc_subject";
+const TOKEN_COLS: &str = "id, user_id, name, prefix, created_at, expires_at, last_used_at, \
+                          revoked_at, allowed_models, allowed_routes, requests_per_minute";
+const SESSION_COLS: &str = "id_hash, user_id, created_at, last_seen_at, expires_at, user_agent";
 const KEY_COLS: &str = "id, user_id, provider, encrypted_key, iv, key_version, label, is_active, \
                         masked_hint, created_at, updated_at, last_used_at, last_error, \
                         failing_since";
@@ -219,8 +256,7 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(q)?;
         tx.execute(
-            "INSERT INTO users (id, name, email, disabled, requests_per_minute, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
             &[
                 &user.id,
                 &user.name,
@@ -228,6 +264,9 @@ impl PgStore {
                 &user.disabled,
                 &rpm(user.requests_per_minute),
                 &user.created_at,
+                &user.is_admin,
+                &user.oidc_issuer,
+                &user.oidc_subject,
             ],
         )
         .await
@@ -299,6 +338,12 @@ impl PgStore {
             .await
             .map_err(q)?;
         let Some(row) = row else { return Ok(None) };
+        if patch.disabled == Some(true) {
+            // A disabled user's web sessions end with it.
+            tx.execute("DELETE FROM sessions WHERE user_id = $1", &[&id])
+                .await
+                .map_err(q)?;
+        }
         if let Some(a) = audit {
             insert_audit(&tx, &a, super::now()).await?;
         }
@@ -318,10 +363,22 @@ impl PgStore {
         let row = tx
             .query_one(
                 &format!(
-                    "INSERT INTO app_tokens (id, user_id, name, prefix, token_hash, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {TOKEN_COLS}"
+                    "INSERT INTO app_tokens (id, user_id, name, prefix, token_hash, created_at, expires_at, \
+                     allowed_models, allowed_routes, requests_per_minute) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {TOKEN_COLS}"
                 ),
-                &[&t.id, &t.user_id, &t.name, &t.prefix, &&t.hash[..], &now, &t.expires_at],
+                &[
+                    &t.id,
+                    &t.user_id,
+                    &t.name,
+                    &t.prefix,
+                    &&t.hash[..],
+                    &now,
+                    &t.expires_at,
+                    &t.scopes.allowed_models,
+                    &t.scopes.allowed_routes,
+                    &rpm(t.scopes.requests_per_minute),
+                ],
             )
             .await
             .map_err(q)?;
@@ -380,8 +437,11 @@ impl PgStore {
         let row = c
             .query_opt(
                 "SELECT t.id, t.user_id, t.name AS token_name, t.prefix, t.created_at, t.expires_at, \
-                        t.last_used_at, t.revoked_at, \
-                        u.name, u.email, u.disabled, u.requests_per_minute, u.created_at AS user_created_at \
+                        t.last_used_at, t.revoked_at, t.allowed_models AS t_allowed_models, \
+                        t.allowed_routes AS t_allowed_routes, \
+                        t.requests_per_minute AS t_requests_per_minute, \
+                        u.name, u.email, u.disabled, u.requests_per_minute, \
+                        u.created_at AS user_created_at, u.is_admin, u.oidc_issuer, u.oidc_subject \
                  FROM app_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
                 &[&&hash[..]],
             )
@@ -397,6 +457,7 @@ impl PgStore {
             expires_at: r.try_get("expires_at").map_err(q)?,
             last_used_at: r.try_get("last_used_at").map_err(q)?,
             revoked_at: r.try_get("revoked_at").map_err(q)?,
+            scopes: scopes_row(&r, "t_")?,
         };
         let user = User {
             id: token.user_id,
@@ -408,8 +469,135 @@ impl PgStore {
                 .map_err(q)?
                 .map(|v| u32::try_from(v).unwrap_or(0)),
             created_at: r.try_get("user_created_at").map_err(q)?,
+            is_admin: r.try_get("is_admin").map_err(q)?,
+            oidc_issuer: r.try_get("oidc_issuer").map_err(q)?,
+            oidc_subject: r.try_get("oidc_subject").map_err(q)?,
         };
         Ok(Some(TokenRecord { token, user }))
+    }
+
+    pub async fn user_by_subject(&self, issuer: &str, subject: &str) -> Result<Option<User>> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!("SELECT {USER_COLS} FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2"),
+            &[&issuer, &subject],
+        )
+        .await
+        .map_err(q)?
+        .as_ref()
+        .map(user_row)
+        .transpose()
+    }
+
+    pub async fn set_oidc_profile(
+        &self,
+        id: Uuid,
+        email: Option<String>,
+        is_admin: bool,
+    ) -> Result<Option<User>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(q)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE users SET email = $2, is_admin = $3 WHERE id = $1 RETURNING {USER_COLS}"
+                ),
+                &[&id, &email, &is_admin],
+            )
+            .await
+            .map_err(q)?;
+        notify_user(&tx, id).await?;
+        tx.commit().await.map_err(q)?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    pub async fn create_session(&self, sn: Session, audit: AuditEntry) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(q)?;
+        tx.execute(
+            &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[
+                &&sn.id_hash[..],
+                &sn.user_id,
+                &sn.created_at,
+                &sn.last_seen_at,
+                &sn.expires_at,
+                &sn.user_agent,
+            ],
+        )
+        .await
+        .map_err(q)?;
+        insert_audit(&tx, &audit, sn.created_at).await?;
+        tx.commit().await.map_err(q)
+    }
+
+    pub async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+        let c = self.client().await?;
+        let Some(row) = c
+            .query_opt(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id_hash = $1"),
+                &[&&hash[..]],
+            )
+            .await
+            .map_err(q)?
+        else {
+            return Ok(None);
+        };
+        let session = session_row(&row)?;
+        let user = c
+            .query_opt(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = $1"),
+                &[&session.user_id],
+            )
+            .await
+            .map_err(q)?;
+        user.as_ref()
+            .map(user_row)
+            .transpose()
+            .map(|u| u.map(|user| SessionRecord { session, user }))
+    }
+
+    pub async fn touch_session(&self, hash: &[u8; 32], at: DateTime<Utc>) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2 AND last_seen_at < $1",
+            &[&at, &&hash[..]],
+        )
+        .await
+        .map_err(q)
+        .map(|_| ())
+    }
+
+    pub async fn delete_session(
+        &self,
+        hash: &[u8; 32],
+        audit: Option<AuditEntry>,
+    ) -> Result<Option<Uuid>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(q)?;
+        let user: Option<Uuid> = tx
+            .query_opt(
+                "DELETE FROM sessions WHERE id_hash = $1 RETURNING user_id",
+                &[&&hash[..]],
+            )
+            .await
+            .map_err(q)?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(q)?;
+        if let Some(u) = user {
+            if let Some(a) = audit {
+                let a = AuditEntry {
+                    actor_user_id: Some(u),
+                    ..a
+                };
+                insert_audit(&tx, &a, super::now()).await?;
+            }
+            // Other replicas drop the session from their caches.
+            notify_user(&tx, u).await?;
+        }
+        tx.commit().await.map_err(q)?;
+        Ok(user)
     }
 
     pub async fn insert_key(&self, k: ProviderKey, audit: AuditEntry) -> Result<()> {

@@ -6,8 +6,9 @@
 
 use super::{
     AppToken, AuditEntry, AuditEvent, AuditFilter, Error, KeyPatch, NewToken, ProviderKey, Reseal,
-    Result, TokenRecord, User, UserPatch, SQLITE_MIGRATIONS,
+    Result, Session, SessionRecord, TokenRecord, User, UserPatch, SQLITE_MIGRATIONS,
 };
+use crate::auth::scopes::Scopes;
 use crate::keys::crypto::Sealed;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -67,7 +68,8 @@ fn uuid(s: String) -> rusqlite::Result<Uuid> {
     })
 }
 
-const USER_COLS: &str = "id, name, email, disabled, requests_per_minute, created_at";
+const USER_COLS: &str = "id, name, email, disabled, requests_per_minute, created_at, is_admin, \
+                         oidc_issuer, oidc_subject";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -77,11 +79,29 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
         disabled: r.get(3)?,
         requests_per_minute: r.get(4)?,
         created_at: parse_ts(r.get(5)?)?,
+        is_admin: r.get(6)?,
+        oidc_issuer: r.get(7)?,
+        oidc_subject: r.get(8)?,
     })
 }
 
-const TOKEN_COLS: &str =
-    "id, user_id, name, prefix, created_at, expires_at, last_used_at, revoked_at";
+const TOKEN_COLS: &str = "id, user_id, name, prefix, created_at, expires_at, last_used_at, \
+                          revoked_at, allowed_models, allowed_routes, requests_per_minute";
+
+/// A scope list as stored: a JSON array of text, or NULL.
+fn list_json(list: &Option<Vec<String>>) -> Option<String> {
+    list.as_ref()
+        .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".into()))
+}
+
+fn parse_list(i: usize, s: Option<String>) -> rusqlite::Result<Option<Vec<String>>> {
+    s.map(|s| {
+        serde_json::from_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<AppToken> {
     Ok(AppToken {
@@ -93,6 +113,27 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<AppToken> {
         expires_at: opt_ts(r.get(5)?)?,
         last_used_at: opt_ts(r.get(6)?)?,
         revoked_at: opt_ts(r.get(7)?)?,
+        scopes: Scopes {
+            allowed_models: parse_list(8, r.get(8)?)?,
+            allowed_routes: parse_list(9, r.get(9)?)?,
+            requests_per_minute: r.get(10)?,
+        },
+    })
+}
+
+const SESSION_COLS: &str = "id_hash, user_id, created_at, last_seen_at, expires_at, user_agent";
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+    let hash: Vec<u8> = r.get(0)?;
+    Ok(Session {
+        id_hash: hash.try_into().map_err(|_| {
+            rusqlite::Error::InvalidColumnType(0, "id_hash".into(), rusqlite::types::Type::Blob)
+        })?,
+        user_id: uuid(r.get(1)?)?,
+        created_at: parse_ts(r.get(2)?)?,
+        last_seen_at: parse_ts(r.get(3)?)?,
+        expires_at: parse_ts(r.get(4)?)?,
+        user_agent: r.get(5)?,
     })
 }
 
@@ -260,17 +301,26 @@ impl SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction().map_err(q)?;
             tx.execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                &format!(
+                    "INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
                 params![
                     user.id.to_string(),
                     user.name,
                     user.email,
                     user.disabled,
                     user.requests_per_minute,
-                    ts(user.created_at)
+                    ts(user.created_at),
+                    user.is_admin,
+                    user.oidc_issuer,
+                    user.oidc_subject
                 ],
             )
             .map_err(|e| match q(e) {
+                Error::Conflict(_) if user.oidc_subject.is_some() => Error::Conflict(format!(
+                    "a user named `{}` or with this sign-in exists",
+                    user.name
+                )),
                 Error::Conflict(_) => {
                     Error::Conflict(format!("a user named `{}` exists", user.name))
                 }
@@ -333,6 +383,11 @@ impl SqliteStore {
                     params![d, sid],
                 )
                 .map_err(q)?;
+                if d {
+                    // A disabled user's web sessions end with it.
+                    tx.execute("DELETE FROM sessions WHERE user_id = ?1", [&sid])
+                        .map_err(q)?;
+                }
             }
             if let Some(rpm) = patch.requests_per_minute {
                 tx.execute(
@@ -369,8 +424,9 @@ impl SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction().map_err(q)?;
             tx.execute(
-                "INSERT INTO app_tokens (id, user_id, name, prefix, token_hash, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO app_tokens (id, user_id, name, prefix, token_hash, created_at, expires_at, \
+                 allowed_models, allowed_routes, requests_per_minute) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     t.id.to_string(),
                     t.user_id.to_string(),
@@ -378,7 +434,10 @@ impl SqliteStore {
                     t.prefix,
                     &t.hash[..],
                     ts(now),
-                    t.expires_at.map(ts)
+                    t.expires_at.map(ts),
+                    list_json(&t.scopes.allowed_models),
+                    list_json(&t.scopes.allowed_routes),
+                    t.scopes.requests_per_minute
                 ],
             )
             .map_err(q)?;
@@ -393,6 +452,7 @@ impl SqliteStore {
                 expires_at: t.expires_at,
                 last_used_at: None,
                 revoked_at: None,
+                scopes: t.scopes,
             })
         })
         .await
@@ -466,6 +526,136 @@ impl SqliteStore {
                 .optional()
                 .map_err(q)?;
             Ok(user.map(|user| TokenRecord { token, user }))
+        })
+        .await
+    }
+
+    pub async fn user_by_subject(&self, issuer: &str, subject: &str) -> Result<Option<User>> {
+        let (issuer, subject) = (issuer.to_string(), subject.to_string());
+        self.call(move |conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {USER_COLS} FROM users WHERE oidc_issuer = ?1 AND oidc_subject = ?2"
+                ),
+                params![issuer, subject],
+                user_row,
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    pub async fn set_oidc_profile(
+        &self,
+        id: Uuid,
+        email: Option<String>,
+        is_admin: bool,
+    ) -> Result<Option<User>> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE users SET email = ?1, is_admin = ?2 WHERE id = ?3",
+                params![email, is_admin, id.to_string()],
+            )
+            .map_err(q)?;
+            conn.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                [id.to_string()],
+                user_row,
+            )
+            .optional()
+            .map_err(q)
+        })
+        .await
+    }
+
+    pub async fn create_session(&self, sn: Session, audit: AuditEntry) -> Result<()> {
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(q)?;
+            tx.execute(
+                &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    &sn.id_hash[..],
+                    sn.user_id.to_string(),
+                    ts(sn.created_at),
+                    ts(sn.last_seen_at),
+                    ts(sn.expires_at),
+                    sn.user_agent
+                ],
+            )
+            .map_err(q)?;
+            insert_audit(&tx, &audit, sn.created_at).map_err(q)?;
+            tx.commit().map_err(q)
+        })
+        .await
+    }
+
+    pub async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRecord>> {
+        let hash = *hash;
+        self.call(move |conn| {
+            let session = conn
+                .query_row(
+                    &format!("SELECT {SESSION_COLS} FROM sessions WHERE id_hash = ?1"),
+                    [&hash[..]],
+                    session_row,
+                )
+                .optional()
+                .map_err(q)?;
+            let Some(session) = session else {
+                return Ok(None);
+            };
+            let user = conn
+                .query_row(
+                    &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                    [session.user_id.to_string()],
+                    user_row,
+                )
+                .optional()
+                .map_err(q)?;
+            Ok(user.map(|user| SessionRecord { session, user }))
+        })
+        .await
+    }
+
+    pub async fn touch_session(&self, hash: &[u8; 32], at: DateTime<Utc>) -> Result<()> {
+        let hash = *hash;
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE sessions SET last_seen_at = ?1 WHERE id_hash = ?2 AND last_seen_at < ?1",
+                params![ts(at), &hash[..]],
+            )
+            .map_err(q)
+            .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn delete_session(
+        &self,
+        hash: &[u8; 32],
+        audit: Option<AuditEntry>,
+    ) -> Result<Option<Uuid>> {
+        let hash = *hash;
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(q)?;
+            let user: Option<String> = tx
+                .query_row(
+                    "DELETE FROM sessions WHERE id_hash = ?1 RETURNING user_id",
+                    [&hash[..]],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(q)?;
+            let user = user.map(uuid).transpose().map_err(q)?;
+            if let (Some(u), Some(a)) = (user, audit) {
+                let a = AuditEntry {
+                    actor_user_id: Some(u),
+                    ..a
+                };
+                insert_audit(&tx, &a, super::now()).map_err(q)?;
+            }
+            tx.commit().map_err(q)?;
+            Ok(user)
         })
         .await
     }
