@@ -18,6 +18,10 @@ pub const NPM_FOLDERS: &[(&str, &str)] = &[
         "tests/agents",
         "the Claude Code and Codex CLIs (tests/agents.rs)",
     ),
+    (
+        "tests/oidc",
+        "oidc-provider, the OpenID provider of the sign-in tests (tests/it/oidc.rs, sessions.rs, tests/ui.rs)",
+    ),
 ];
 
 /// The Python the SDK tests run: `BYOK_SDK_PYTHON` if set (checked, never changed), else

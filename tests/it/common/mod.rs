@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod fake_upstream;
+pub mod oidc;
 
 use byok_proxy::config::{Config, DatabaseUrl, EnvMap};
 use byok_proxy::keys::crypto::MasterKey;
@@ -241,11 +242,22 @@ impl TestProxy {
         master: MasterKey,
         edit: impl FnOnce(&mut EnvMap),
     ) -> TestProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestProxy::start_bound(listener, db, master, edit).await
+    }
+
+    /// Starts on a listener bound beforehand (so the test knows the address, e.g. for a
+    /// sign-in redirect URI, before the configuration is built).
+    pub async fn start_bound(
+        listener: tokio::net::TcpListener,
+        db: TestDb,
+        master: MasterKey,
+        edit: impl FnOnce(&mut EnvMap),
+    ) -> TestProxy {
         let mut env = test_env(&db, &master);
         edit(&mut env);
         let config = Config::load(None, &env).unwrap();
         let app = AppState::build(config).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(byok_proxy::server::run(
