@@ -343,10 +343,15 @@ struct Entry {
     refreshing: std::sync::atomic::AtomicBool,
 }
 
+/// How often a token's `last_used_at` is written (the first use always is).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
 /// Token hash -> token and user, filled on first use.
 #[derive(Default, Clone)]
 pub struct TokenCache {
     map: Arc<DashMap<[u8; 32], Entry>>,
+    /// Token id -> when its `last_used_at` was last written by this replica.
+    touched: Arc<DashMap<Uuid, Instant>>,
 }
 
 impl TokenCache {
@@ -402,7 +407,30 @@ impl TokenCache {
                 }
             },
         };
-        Ok(classify(&record, scopes))
+        let result = classify(&record, scopes);
+        if matches!(result, AuthResult::Valid(_)) {
+            self.touch(store, record.token.id);
+        }
+        Ok(result)
+    }
+
+    /// Writes `last_used_at` off the request path, at most once per [`TOUCH_EVERY`].
+    fn touch(&self, store: &Store, id: Uuid) {
+        let now = Instant::now();
+        let due = match self.touched.get(&id) {
+            Some(at) => now.duration_since(*at) >= TOUCH_EVERY,
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        self.touched.insert(id, now);
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_token(id, crate::store::now()).await {
+                tracing::debug!(error = %e, "could not record token use");
+            }
+        });
     }
 
     /// Drops every cached token of `user_id` (after a token or user change).

@@ -1,5 +1,5 @@
 //! The open routes (no credentials): `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, the
-//! web UI's static files, and the sign-in redirects (`/auth/login`, `/auth/callback`).
+//! web UI's static files, and web sign-in (`/auth/config`, `/auth/login`, `/auth/callback`).
 
 use crate::config::UpstreamMode;
 use crate::error::ProxyError;
@@ -20,6 +20,7 @@ pub async fn serve<B>(
     ctx: &crate::request::RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     match route {
+        Route::AuthConfig => Ok(crate::signin::config(app)),
         Route::AuthLogin => crate::signin::login(app).await,
         Route::AuthCallback => crate::signin::callback(app, req.uri(), req.headers(), ctx).await,
         Route::Healthz => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),

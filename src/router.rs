@@ -29,6 +29,7 @@ pub enum Route {
     Tokens,
     Token(String),
     // web sign-in
+    AuthConfig,
     AuthLogin,
     AuthCallback,
     AuthLogout,
@@ -88,6 +89,7 @@ impl Route {
             ["api", "audit"] => Route::Audit,
             ["api", "tokens"] => Route::Tokens,
             ["api", "tokens", id] => Route::Token(id.to_string()),
+            ["auth", "config"] => Route::AuthConfig,
             ["auth", "login"] => Route::AuthLogin,
             ["auth", "callback"] => Route::AuthCallback,
             ["auth", "logout"] => Route::AuthLogout,
@@ -126,6 +128,7 @@ impl Route {
             Route::Audit => "/api/audit",
             Route::Tokens => "/api/tokens",
             Route::Token(_) => "/api/tokens/{id}",
+            Route::AuthConfig => "/auth/config",
             Route::AuthLogin => "/auth/login",
             Route::AuthCallback => "/auth/callback",
             Route::AuthLogout => "/auth/logout",
@@ -145,6 +148,7 @@ impl Route {
             | Route::Metrics
             | Route::OpenApi
             | Route::Ui(_)
+            | Route::AuthConfig
             | Route::AuthLogin
             | Route::AuthCallback
             | Route::NotFound => Access::Open,

@@ -1,6 +1,8 @@
 //! Web sign-in routes (SPEC §4, only with `auth.oidc` configured): the HTTP half of
 //! [`auth::oidc`](crate::auth::oidc) and of [`auth::sessions`](crate::auth::sessions).
 //!
+//! - `GET /auth/config` (open): what the login page needs — `public_base_url` (for the
+//!   ready-to-paste client setup) and, with `auth.oidc`, the issuer's display name.
 //! - `GET /auth/login`: 302 to the issuer, with the sealed pending-login cookie
 //!   (`byok_login`, `Path=/auth`, ten minutes).
 //! - `GET /auth/callback`: finishes the login, finds or creates the user (by issuer and
@@ -56,6 +58,21 @@ fn login_cookie(value: &str, max_age: Option<std::time::Duration>, secure: bool)
         c.push_str("; Secure");
     }
     c
+}
+
+/// `GET /auth/config`: `{public_base_url, sign_in: {name, login_url} | null}`.
+pub fn config(app: &AppState) -> Response<Body> {
+    let sign_in = app
+        .oidc
+        .as_ref()
+        .map(|o| json!({ "name": o.config.name, "login_url": "/auth/login" }));
+    crate::http_util::json_response(
+        StatusCode::OK,
+        &json!({
+            "public_base_url": app.config.public_base_url.trim_end_matches('/'),
+            "sign_in": sign_in,
+        }),
+    )
 }
 
 /// `GET /auth/login`.

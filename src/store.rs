@@ -465,6 +465,14 @@ impl Store {
         dispatch!(self, s => s.revoke_token(id, now(), audit).await)
     }
 
+    /// Records that a token was used at `at` (callers do this at most once a minute per token).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+        dispatch!(self, s => s.touch_token(id, at).await)
+    }
+
     /// # Errors
     /// Database failure.
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {

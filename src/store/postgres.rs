@@ -432,6 +432,18 @@ impl PgStore {
         Ok(Some(token))
     }
 
+    pub async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE app_tokens SET last_used_at = $2 \
+             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            &[&id, &at],
+        )
+        .await
+        .map_err(q)
+        .map(|_| ())
+    }
+
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
         let c = self.client().await?;
         let row = c

@@ -505,6 +505,19 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE app_tokens SET last_used_at = ?1 \
+                 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                params![ts(at), id.to_string()],
+            )
+            .map_err(q)
+            .map(|_| ())
+        })
+        .await
+    }
+
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
         let hash = *hash;
         self.call(move |conn| {

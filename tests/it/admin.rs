@@ -273,6 +273,7 @@ async fn openapi_describes_every_api_and_admin_route() {
         ("/api/audit", vec!["get"]),
         ("/api/tokens", vec!["get", "post"]),
         ("/api/tokens/{id}", vec!["delete"]),
+        ("/auth/config", vec!["get"]),
         ("/auth/login", vec!["get"]),
         ("/auth/callback", vec!["get"]),
         ("/auth/logout", vec!["post"]),

@@ -80,6 +80,13 @@ async fn sign_in_flow(backend: Backend) {
     })
     .await;
 
+    // The login page learns the issuer's name and the proxy's public address.
+    let (s, config) = p.get("/auth/config", "").await;
+    assert_eq!(s, 200);
+    assert_eq!(config["sign_in"]["name"], "Test issuer");
+    assert_eq!(config["sign_in"]["login_url"], "/auth/login");
+    assert_eq!(config["public_base_url"], p.url(""));
+
     // Login redirects to the issuer with the code flow, PKCE S256, state and nonce, and binds
     // the state to the browser with a short-lived cookie.
     let b = Browser::new();
@@ -466,6 +473,9 @@ async fn without_oidc_there_is_no_sign_in() {
         let (s, body) = p.get(path, "").await;
         crate::common::assert_error(s, &body, 404, "not_found");
     }
+    let (s, config) = p.get("/auth/config", "").await;
+    assert_eq!(s, 200);
+    assert!(config["sign_in"].is_null(), "{config}");
     let (_, token) = p.user("alice").await;
     let (s, me) = p.get("/api/me", &token).await;
     assert_eq!(s, 200);

@@ -71,6 +71,16 @@ async fn self_service_tokens(backend: Backend) {
     assert_eq!(s, 200);
     assert_eq!(me["auth"], "token");
     assert_eq!(me["scopes"]["requests_per_minute"], 30);
+    // Its use is recorded (off the request path) for the list's "last used".
+    crate::common::within(std::time::Duration::from_secs(3), async || {
+        let (_, list) = p.get("/api/tokens", &alice).await;
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["last_used_at"].is_string())
+    })
+    .await;
 
     // A scoped token may read its tokens but not create or revoke any.
     assert_eq!(p.get("/api/tokens", &new_token).await.0, 200);
