@@ -58,6 +58,9 @@ const ASSETS: &[Asset] = &[
     asset!("chat.js", JS),
     asset!("models.js", JS),
     asset!("usage.js", JS),
+    asset!("tokens.js", JS),
+    asset!("snippets.js", JS),
+    asset!("admin.js", JS),
 ];
 
 /// The paths (relative to `/ui/`) of every embedded asset.

@@ -422,3 +422,97 @@ async fn browser_drives_every_page() {
     }
     p.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Web sign-in in the browser.
+
+/// The official `openai` Node package the pasted snippet imports (tests/sdk).
+fn check_sdk_node_package() -> Result<(), String> {
+    let pkg = root().join("tests/sdk/node_modules/openai/package.json");
+    if pkg.is_file() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is missing: run `.ci/sdk-deps.sh` (from the repository root)",
+            pkg.display()
+        ))
+    }
+}
+
+/// A new team member signs in through a real OpenID provider, adds a key, creates a token
+/// limited to OpenAI models, and the OpenAI SDK snippet pasted from "Connect your tools"
+/// answers; then an admin disables them and their session ends (tests/ui/signin.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_signs_in_with_the_identity_provider() {
+    if let Err(e) = check_browser_deps() {
+        panic!("the browser test's dependencies are missing ({e}): {INSTALL_HINT}");
+    }
+    if let Err(e) = check_sdk_node_package() {
+        panic!("the sign-in browser test runs the OpenAI SDK snippet: {e}");
+    }
+    let fake = FakeUpstream::start().await;
+    let gateway = fake.base_url();
+    let (p, _provider) =
+        common::oidc::start_with_provider(TestDb::new(Backend::Sqlite).await, &[], |env| {
+            env.insert("BYOK_UPSTREAM__GATEWAY__BASE_URL".into(), gateway);
+            env.insert("AI_GATEWAY_API_KEY".into(), GATEWAY_KEY.into());
+            env.insert(
+                "BYOK_AUTH__OIDC__ADMIN_EMAILS".into(),
+                r#"["lead@example.com"]"#.into(),
+            );
+        })
+        .await;
+    let shots = root().join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = tokio::time::timeout(
+        SCRIPT_TIMEOUT,
+        tokio::process::Command::new(node())
+            .arg(ui_test_dir().join("signin.mjs"))
+            .current_dir(ui_test_dir())
+            .env("BASE_URL", format!("http://{}", p.addr))
+            .env("EMAIL", "new.member@example.com")
+            .env("ADMIN_EMAIL", "lead@example.com")
+            .env("OPENAI_KEY", OPENAI_KEY)
+            .env("SDK_DIR", root().join("tests/sdk"))
+            .env("SCREENSHOT_DIR", &shots)
+            .env("CHROMIUM", chromium())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("tests/ui/signin.mjs did not finish in time")
+    .unwrap_or_else(|e| panic!("cannot run `{}`: {e}: {INSTALL_HINT}", node()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("ui-signin: all checks passed"),
+        "tests/ui/signin.mjs failed; screenshots in {}",
+        shots.display()
+    );
+    // Upstream saw the member's own key and the gateway key, never the app token.
+    let chats: Vec<Recorded> = fake.requests().into_iter().filter(is_chat).collect();
+    assert!(
+        chats.len() >= 3,
+        "snippet, curl and the UI chat went upstream"
+    );
+    for r in &chats {
+        assert_eq!(r.header("authorization").as_deref(), Some("Bearer gw"));
+        assert_eq!(
+            r.json()["providerOptions"]["gateway"]["byok"]["openai"][0]["apiKey"],
+            OPENAI_KEY
+        );
+    }
+    for page in ["signin-login", "tokens", "tokens-mobile", "admin"] {
+        let f = shots.join(format!("{page}.png"));
+        assert!(
+            std::fs::metadata(&f)
+                .map(|m| m.len() > 5_000)
+                .unwrap_or(false),
+            "{} missing or suspiciously small",
+            f.display()
+        );
+    }
+    p.stop().await;
+}

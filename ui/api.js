@@ -1,18 +1,37 @@
-// The only network code of the UI: same-origin calls to the proxy's own /api and /v1 routes,
-// with the app token from sessionStorage as a bearer. Errors become ApiError with the
-// message of the proxy's error envelope ({"error":{"message",...}}), in words.
+// The only network code of the UI: same-origin calls to the proxy's own /api, /admin and /v1
+// routes. Two ways to be signed in:
+//  - an app token pasted on the login page (kept in sessionStorage, sent as a bearer);
+//  - a web session (sign-in with the OpenID issuer, auth.oidc): the HttpOnly cookie goes with
+//    every /api and /admin call, and state-changing calls carry the `x-byok-csrf` value of
+//    GET /api/me. /v1 never accepts the cookie, so for Chat and Models the page mints itself a
+//    short-lived app token limited to the chat and models routes ("web UI (this tab)"),
+//    kept in sessionStorage and revoked at logout.
+// Errors become ApiError with the message of the proxy's error envelope
+// ({"error":{"message",...}}), in words.
 
 const TOKEN_KEY = 'byok-proxy.token';
+const UI_TOKEN_KEY = 'byok-proxy.ui-token';
 
 export const session = {
   get token() {
     return sessionStorage.getItem(TOKEN_KEY);
   },
+  /** The CSRF value of the web session (null with an app token). */
+  csrf: null,
+  /** Signed in at all: by token, or by web session (csrf known). */
+  get active() {
+    return Boolean(this.token || this.csrf);
+  },
   set(token) {
     sessionStorage.setItem(TOKEN_KEY, token);
   },
+  useSession(csrf) {
+    this.csrf = csrf;
+  },
   clear() {
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(UI_TOKEN_KEY);
+    this.csrf = null;
   },
 };
 
@@ -66,13 +85,59 @@ export function authHeaders(token = session.token) {
   return token ? { authorization: `Bearer ${token}` } : {};
 }
 
+const UNSAFE = new Set(['POST', 'PATCH', 'PUT', 'DELETE']);
+
+/** The page's own token for /v1 while signed in by web session (minted on first use). */
+async function uiToken() {
+  const saved = sessionStorage.getItem(UI_TOKEN_KEY);
+  if (saved) {
+    try {
+      const t = JSON.parse(saved);
+      if (t && t.token && (!t.expires_at || Date.parse(t.expires_at) > Date.now() + 60_000)) return t;
+    } catch {
+      /* minted again below */
+    }
+  }
+  const made = await api('/api/tokens', {
+    method: 'POST',
+    body: { name: 'web UI (this tab)', expires_in: '12h', scopes: { allowed_routes: ['chat', 'models'] } },
+  });
+  const t = { id: made.id, token: made.token, expires_at: made.expires_at };
+  sessionStorage.setItem(UI_TOKEN_KEY, JSON.stringify(t));
+  return t;
+}
+
+/** Headers for a /v1 call: the pasted token, or the page's own one under a web session. */
+export async function v1AuthHeaders() {
+  if (session.token) return authHeaders(session.token);
+  return authHeaders((await uiToken()).token);
+}
+
+/** Forgets (and revokes, best effort) the page's own /v1 token: at logout. */
+export async function dropUiToken() {
+  const saved = sessionStorage.getItem(UI_TOKEN_KEY);
+  sessionStorage.removeItem(UI_TOKEN_KEY);
+  if (!saved || !session.csrf) return;
+  try {
+    const t = JSON.parse(saved);
+    if (t && t.id) await api(`/api/tokens/${t.id}`, { method: 'DELETE', notify: false });
+  } catch {
+    /* it expires on its own */
+  }
+}
+
 /**
  * A JSON call. Resolves to the parsed body (null for 204), rejects with ApiError.
  * `token` overrides the session token (login check); `notify: false` keeps a 401 from
  * logging the user out (also for the login check).
  */
-export async function api(path, { method = 'GET', body, signal, token, notify = true } = {}) {
-  const headers = { accept: 'application/json', ...authHeaders(token ?? session.token) };
+export async function api(path, { method = 'GET', body, signal, token, notify = true, retried = false } = {}) {
+  const v1 = path.startsWith('/v1/');
+  const bySession = !v1 && !token && !session.token;
+  const headers = { accept: 'application/json' };
+  if (v1 && !token) Object.assign(headers, await v1AuthHeaders());
+  else Object.assign(headers, authHeaders(token ?? session.token));
+  if (bySession && session.csrf && UNSAFE.has(method)) headers['x-byok-csrf'] = session.csrf;
   if (body !== undefined) headers['content-type'] = 'application/json';
   let resp;
   try {
@@ -82,13 +147,18 @@ export async function api(path, { method = 'GET', body, signal, token, notify = 
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
       cache: 'no-store',
-      credentials: 'omit',
+      credentials: bySession ? 'same-origin' : 'omit',
     });
   } catch (e) {
     if (e && e.name === 'AbortError') throw e;
     throw new ApiError(0, NETWORK_MESSAGE, 'network');
   }
   if (resp.status === 204) return null;
+  if (v1 && resp.status === 401 && !session.token && !retried) {
+    // The page's own token was revoked (e.g. on the Tokens page): mint another once.
+    sessionStorage.removeItem(UI_TOKEN_KEY);
+    return api(path, { method, body, signal, token, notify, retried: true });
+  }
   const text = await resp.text();
   let json = null;
   try {

@@ -3,7 +3,7 @@
 // it streams (POST /v1/chat/completions with stream: true, read with fetch + a stream reader).
 // Stop aborts the request (AbortController), which makes the proxy drop the upstream request.
 
-import { api, authHeaders, errorFrom, loadHealth, NETWORK_MESSAGE } from './api.js';
+import { api, v1AuthHeaders, errorFrom, loadHealth, NETWORK_MESSAGE } from './api.js';
 import { h, spinner, errorBox } from './dom.js';
 import { SseParser } from './sse.js';
 import { perMillion, fmtPrice, fmtTokensShort, fmtInt, fmtCost, creatorOf } from './format.js';
@@ -206,10 +206,11 @@ export async function mount(root) {
 
     try {
       let resp;
+      const auth = await v1AuthHeaders();
       try {
         resp = await fetch('/v1/chat/completions', {
           method: 'POST',
-          headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...authHeaders() },
+          headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...auth },
           body: JSON.stringify({ model, messages: conversation, stream: true, stream_options: { include_usage: true } }),
           signal: controller.signal,
           cache: 'no-store',
