@@ -8,6 +8,7 @@ mod common;
 mod admin;
 mod billing;
 mod binary;
+mod connect;
 mod fake_upstream_selftest;
 mod front_door;
 mod health;
