@@ -58,6 +58,9 @@ const DASHBOARD_MUST_QUERY: &[&str] = &[
 const README_NOT_METRICS: &[&str] = &[
     // the PostgreSQL NOTIFY channel
     "byok_invalidate",
+    // the web sign-in cookies
+    "byok_session",
+    "byok_login",
 ];
 
 /// Settings that must never be given a value in an image or a committed file.
@@ -67,6 +70,7 @@ const SECRET_VARS: &[&str] = &[
     "AI_GATEWAY_API_KEY",
     "BYOK_DATABASE__URL",
     "BYOK_CRYPTO__OLD_KEYS",
+    "BYOK_AUTH__OIDC__CLIENT_SECRET",
 ];
 
 /// Read by the CLI (clap `env`), not by the config loader.
