@@ -429,3 +429,54 @@ async fn cli_changes_reach_a_running_server() {
     }
     server.kill().await;
 }
+
+/// `token create` takes the same scopes as the APIs: stored on the token, refused when
+/// malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_token_create_takes_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = byok_proxy::keys::crypto::MasterKey::generate()
+        .to_base64()
+        .expose()
+        .clone();
+    run_ok(
+        cmd(dir.path(), &master),
+        &["user", "create", "--name", "ci"],
+    )
+    .await;
+    let (token, _) = run_ok(
+        cmd(dir.path(), &master),
+        &[
+            "token",
+            "create",
+            "--user",
+            "ci",
+            "--allow-model",
+            "openai/text-embedding-*",
+            "--allow-route",
+            "embeddings",
+            "--requests-per-minute",
+            "30",
+        ],
+    )
+    .await;
+    assert!(token.trim().starts_with("bkp_"));
+    let conn = rusqlite::Connection::open(dir.path().join("data/byok.db")).unwrap();
+    let (models, routes, rpm): (String, String, i64) = conn
+        .query_row(
+            "SELECT allowed_models, allowed_routes, requests_per_minute FROM app_tokens",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(models, r#"["openai/text-embedding-*"]"#);
+    assert_eq!(routes, r#"["embeddings"]"#);
+    assert_eq!(rpm, 30);
+    let out = cmd(dir.path(), &master)
+        .args(["token", "create", "--user", "ci", "--allow-route", "admin"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allowed_routes"));
+}

@@ -84,7 +84,10 @@ try {
   const page = await newPage(context);
   const shot = async (name, opts = {}) => {
     await page.mouse.move(0, 0);
-    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.evaluate(() => {
+      document.getElementById('toast')?.classList.remove('show');
+      window.scrollTo(0, 0);
+    });
     await page.screenshot({ path: path.join(SCREENSHOT_DIR, `${name}.png`), fullPage: true, ...opts });
     log(`screenshot ${name}.png`);
   };
@@ -244,7 +247,21 @@ try {
   await member.getByRole('button', { name: 'Save' }).click();
   await adminPage.locator('#toast', { hasText: '120 requests per minute' }).waitFor();
   await adminPage.mouse.move(0, 0);
+  await adminPage.evaluate(() => document.getElementById('toast')?.classList.remove('show'));
   await adminPage.screenshot({ path: path.join(SCREENSHOT_DIR, 'admin.png'), fullPage: true });
+  await adminPage.setViewportSize({ width: 390, height: 844 });
+  await adminPage.waitForTimeout(100);
+  const adminOverflow = await adminPage.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  check(adminOverflow <= 1, `Admin fits a 390 px screen (overflow ${adminOverflow}px)`);
+  await adminPage.screenshot({ path: path.join(SCREENSHOT_DIR, 'admin-mobile.png') });
+  await adminPage.setViewportSize({ width: 1280, height: 860 });
+  // Disable by keyboard: focus the button, Enter, then confirm in the dialog.
+  await member.getByRole('button', { name: 'Disable' }).focus();
+  await adminPage.keyboard.press('Enter');
+  await adminPage.locator('#confirm-dialog').waitFor({ state: 'visible' });
+  await adminPage.keyboard.press('Escape');
+  await adminPage.locator('#confirm-dialog').waitFor({ state: 'hidden' });
+  check((await member.locator('.pill').textContent()) === 'Active', 'Escape cancels the disable');
   await member.getByRole('button', { name: 'Disable' }).click();
   await adminPage.locator('#confirm-dialog').getByRole('button', { name: 'Disable user' }).click();
   await member.locator('.pill', { hasText: 'Disabled' }).waitFor();
