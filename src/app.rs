@@ -14,8 +14,7 @@
 //!    `route_not_allowed`) and never manages tokens (403 `insufficient_scope`).
 //! 4. **Admit** ([`Limits::admit`](crate::limits::Limits::admit)): the caller's rate
 //!    (GCRA, local or Redis), its token's own rate when scoped, and concurrency limits;
-//!    returns
-//!    [`Admitted`] `{ caller, permit, rate }`.
+//!    returns [`Admitted`] `{ caller, permit, rate }`.
 //! 5. **Dispatch**: the route's handler — [`proxy`] for `/v1` (read the body under its
 //!    limits, resolve models, credentials, build, send, wrap the upstream body), [`api`] for
 //!    the self-service API.
