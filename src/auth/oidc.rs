@@ -22,7 +22,9 @@ use crate::store::OidcIdentity;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
 use openidconnect::{
     AsyncHttpClient, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest,
     HttpResponse, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
@@ -357,13 +359,18 @@ impl Oidc {
             LoginError::InvalidIdToken
         })?;
         let nonce = Nonce::new(pending.nonce.clone());
-        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+        let verifier = client
+            .id_token_verifier()
+            .set_allowed_algs(signing_algs(&metadata));
+        let claims = match id_token.claims(&verifier, &nonce) {
             Ok(c) => c.clone(),
             Err(first) => {
                 // The issuer may have rotated its keys since discovery: re-read them once.
                 let metadata = self.metadata(true).await?;
                 let client = self.client(&metadata);
-                let verifier = client.id_token_verifier();
+                let verifier = client
+                    .id_token_verifier()
+                    .set_allowed_algs(signing_algs(&metadata));
                 let claims = id_token.claims(&verifier, &nonce).map_err(|e| {
                     tracing::warn!(error = %e, first = %first, "ID token refused");
                     LoginError::InvalidIdToken
@@ -402,6 +409,37 @@ impl Oidc {
             preferred_name,
             is_admin,
         })
+    }
+}
+
+/// The ID token signatures accepted: the asymmetric algorithms the issuer advertises (never
+/// `none` or an HMAC keyed by the client secret); RS256 when it advertises none of them.
+fn signing_algs(metadata: &CoreProviderMetadata) -> Vec<CoreJwsSigningAlgorithm> {
+    use CoreJwsSigningAlgorithm as A;
+    let algs: Vec<A> = metadata
+        .id_token_signing_alg_values_supported()
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                A::RsaSsaPkcs1V15Sha256
+                    | A::RsaSsaPkcs1V15Sha384
+                    | A::RsaSsaPkcs1V15Sha512
+                    | A::RsaSsaPssSha256
+                    | A::RsaSsaPssSha384
+                    | A::RsaSsaPssSha512
+                    | A::EcdsaP256Sha256
+                    | A::EcdsaP384Sha384
+                    | A::EcdsaP521Sha512
+                    | A::EdDsa
+            )
+        })
+        .cloned()
+        .collect();
+    if algs.is_empty() {
+        vec![A::RsaSsaPkcs1V15Sha256]
+    } else {
+        algs
     }
 }
 
