@@ -225,7 +225,7 @@ try {
   let keys = (await apiGet('/api/keys')).body.data;
   check(keys.find((k) => k.label === 'spare').is_active === false, 'the toggle made the key inactive on the server');
   await spareKey.getByRole('switch').press('Space');
-  await spareKey.locator('.state', { hasText: 'Active' }).waitFor();
+  await spareKey.locator('.state', { hasText: /^Active$/ }).waitFor();
   keys = (await apiGet('/api/keys')).body.data;
   check(keys.find((k) => k.label === 'spare').is_active === true, 'the keyboard toggled it back on');
 
