@@ -433,7 +433,7 @@ fn check_sdk_node_package() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{} is missing: run `.ci/sdk-deps.sh` (from the repository root)",
+            "{} is missing: run `cargo xtask test` (it installs tests/sdk's npm packages)",
             pkg.display()
         ))
     }

@@ -10,8 +10,8 @@
 //! - Continue's `config.yaml` is parsed and its model called through its `apiBase`;
 //! - both curl snippets run with `sh`.
 //!
-//! The SDKs are pinned in tests/sdk and installed by `.ci/sdk-deps.sh`; when they are
-//! missing the test fails (never skips) with that command.
+//! The SDKs are pinned in tests/sdk and installed by `cargo xtask test` (Python ones in
+//! `target/sdk-venv`); when they are missing the test fails (never skips) with that command.
 
 use crate::common::fake_upstream::FakeUpstream;
 use crate::common::TestProxy;
@@ -20,15 +20,23 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-const INSTALL_HINT: &str = "run `.ci/sdk-deps.sh` (from the repository root) to install the \
-     pinned SDKs of tests/sdk (openai and anthropic for Python, openai for Node)";
+const INSTALL_HINT: &str = "run `cargo xtask test` (it installs the pinned SDKs of tests/sdk: \
+     openai and anthropic for Python in target/sdk-venv, openai for Node)";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `BYOK_SDK_PYTHON`, else the virtualenv `cargo xtask test` makes, else `python3`.
 fn python() -> String {
-    std::env::var("BYOK_SDK_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var("BYOK_SDK_PYTHON").unwrap_or_else(|_| {
+        let venv = root().join("target/sdk-venv/bin/python");
+        if venv.is_file() {
+            venv.display().to_string()
+        } else {
+            "python3".into()
+        }
+    })
 }
 
 fn node() -> String {
