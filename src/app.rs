@@ -11,7 +11,8 @@
 //!    admin's web session ([`admin`]); `/v1` an app token; `/api` an app token or a web
 //!    session (CSRF-checked when it changes state). Yields the [`Caller`], which is then
 //!    **authorized** ([`Caller::authorize`]): a scoped token calls only its routes (403
-//!    `route_not_allowed`) and never manages tokens (403 `insufficient_scope`).
+//!    `route_not_allowed`) and never manages tokens or provider keys (403
+//!    `insufficient_scope`).
 //! 4. **Admit** ([`Limits::admit`](crate::limits::Limits::admit)): the caller's rate
 //!    (GCRA, local or Redis), its token's own rate when scoped, and concurrency limits;
 //!    returns [`Admitted`] `{ caller, permit, rate }`.
@@ -26,8 +27,8 @@
 //!    response body and are released / written exactly once when it ends, fails, is
 //!    dropped, or is ended because the client stopped reading it
 //!    ([`Responses`](crate::watchdog::Responses); `log_access` is the only writer of access
-//!    lines). Usage and stream metrics are
-//!    recorded by the proxied body's own finish callback, off the hot path.
+//!    lines). Usage and stream metrics are recorded by the proxied body's own finish
+//!    callback, off the hot path.
 
 use crate::admin;
 use crate::api;

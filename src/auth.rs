@@ -99,9 +99,14 @@ impl Caller {
     pub fn authorize(&self, route: &Route, method: &Method) -> Result<(), ProxyError> {
         let scopes = self.scopes();
         scopes.check_route(route)?;
-        let manages_tokens =
-            matches!(route, Route::Tokens | Route::Token(_)) && method != Method::GET;
-        if manages_tokens && scopes.is_scoped() {
+        // A scoped token (an IDE plugin's, say) uses models; it does not change the account:
+        // no token or provider-key changes (reading, and testing a key, stay allowed).
+        let manages = method != Method::GET
+            && matches!(
+                route,
+                Route::Tokens | Route::Token(_) | Route::Keys | Route::Key(_)
+            );
+        if manages && scopes.is_scoped() {
             return Err(ProxyError::InsufficientScope);
         }
         Ok(())

@@ -24,7 +24,7 @@ pub enum ProxyError {
     ModelNotAllowed { model: String },
     #[error("This token may not call the `{route}` routes: they are outside the token's allowed_routes. Create a token that allows them (web UI, Tokens).")]
     RouteNotAllowed { route: &'static str },
-    #[error("This token is scoped and may not manage tokens. Use an unscoped token or sign in to the web UI.")]
+    #[error("This token is scoped and may not manage tokens or provider keys. Use an unscoped token or sign in to the web UI.")]
     InsufficientScope,
     #[error("Missing or wrong CSRF header: with a web session, send `x-byok-csrf` with the `csrf` value of GET /api/me, from the proxy's own origin.")]
     CsrfFailed,

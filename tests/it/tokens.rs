@@ -95,6 +95,16 @@ async fn self_service_tokens(backend: Backend) {
         )
         .await;
     assert_error(s, &body, 403, "insufficient_scope");
+    // Nor change provider keys; reading them is fine.
+    assert_eq!(p.get("/api/keys", &new_token).await.0, 200);
+    let (s, body) = p
+        .post(
+            "/api/keys",
+            &new_token,
+            json!({"provider": "openai", "credentials": {"apiKey": "sk-scoped-0000000000"}}),
+        )
+        .await;
+    assert_error(s, &body, 403, "insufficient_scope");
 
     // Another user's token: 404 for revoke, not in their list.
     let (s, body) = p
