@@ -15,19 +15,20 @@
 //! 6. **wrap**: the upstream body in a [`PassthroughBody`] whose finish callback accounts
 //!    usage, health, stream metrics and system-credential use once the body ends.
 
+mod models;
 pub mod rewrite;
 
 use crate::auth::Caller;
 use crate::config::{SystemCredentials, UpstreamMode};
 use crate::error::ProxyError;
-use crate::http_util::{json_response, Body};
+use crate::http_util::Body;
 use crate::keys::ring::UserCredentials;
 use crate::request::{read_body, RequestCtx, UpstreamFacts, Upstreamed};
 use crate::router::Route;
 use crate::state::AppState;
 use crate::store::{SystemCredentialUse, UsageRecord};
 use crate::stream::{End, PassthroughBody};
-use crate::upstream::catalog::{self as models, creator};
+use crate::upstream::catalog::creator;
 use crate::upstream::direct;
 use crate::upstream::gateway::{self, ListPlan, Policy, Refusal, Routing};
 use crate::upstream::headers::{filter_response_headers, upstream_request_headers};
@@ -36,7 +37,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use rewrite::{Edits, GatewayEdits, ListEdit, Parsed};
-use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,8 +61,8 @@ pub async fn handle(
     caller: &Caller,
 ) -> Result<Response<Body>, ProxyError> {
     match (&route, req.method()) {
-        (Route::Models, &Method::GET) => list_models(app, &req, caller).await,
-        (Route::Model(id), &Method::GET) => get_model(app, id, caller).await,
+        (Route::Models, &Method::GET) => models::list(app, &req, caller).await,
+        (Route::Model(id), &Method::GET) => models::get(app, id, caller).await,
         (Route::Models | Route::Model(_), _) => Err(ProxyError::MethodNotAllowed),
         (_, &Method::POST) => match upstream_path(&route) {
             Some(path) => forward(app, &route, path, req, ctx, caller).await,
@@ -186,7 +186,10 @@ fn resolve<'a>(
 // === credentials ===
 
 /// The caller's credentials from the key ring, counted as a cache hit or miss.
-async fn credentials(app: &AppState, caller: &Caller) -> Result<Arc<UserCredentials>, ProxyError> {
+pub(crate) async fn credentials(
+    app: &AppState,
+    caller: &Caller,
+) -> Result<Arc<UserCredentials>, ProxyError> {
     let (creds, result) = app.keyring.get(caller.user_id).await?;
     app.metrics
         .credential_cache
@@ -631,89 +634,4 @@ impl Finished {
             served_by,
         });
     }
-}
-
-// === /v1/models ===
-
-/// Whether the caller can use models of `creator`: a key for it or for one of its serving
-/// providers.
-fn accessible(app: &AppState, creds: &UserCredentials, creator: &str) -> bool {
-    creds.has(creator)
-        || app
-            .config
-            .models
-            .serving_providers
-            .get(creator)
-            .is_some_and(|s| s.iter().any(|p| creds.has(p)))
-}
-
-async fn catalog_and_creds(
-    app: &Arc<AppState>,
-    caller: &Caller,
-) -> Result<(Arc<Vec<Value>>, Arc<UserCredentials>), ProxyError> {
-    let entries = app.catalog.entries(&app.upstream).await.map_err(|e| {
-        tracing::warn!(error = %e, "model catalog unavailable");
-        ProxyError::UpstreamUnavailable
-    })?;
-    Ok((entries, credentials(app, caller).await?))
-}
-
-async fn list_models(
-    app: &Arc<AppState>,
-    req: &Request<Incoming>,
-    caller: &Caller,
-) -> Result<Response<Body>, ProxyError> {
-    let all = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "all=true" || kv == "all=1"));
-    let (entries, creds) = catalog_and_creds(app, caller).await?;
-    let mut data = Vec::with_capacity(entries.len());
-    let scopes = caller.scopes();
-    for e in entries.iter() {
-        let id = e.get("id").and_then(Value::as_str).unwrap_or_default();
-        if !scopes.allows_model(id) {
-            continue; // outside the token's allowed_models: not listed at all
-        }
-        let ok = accessible(app, &creds, models::creator(id));
-        if all {
-            let mut e = e.clone();
-            if let Some(obj) = e.as_object_mut() {
-                obj.insert("accessible".into(), json!(ok));
-            }
-            data.push(e);
-        } else if ok {
-            data.push(e.clone());
-        }
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "object": "list", "data": data }),
-    ))
-}
-
-async fn get_model(
-    app: &Arc<AppState>,
-    id: &str,
-    caller: &Caller,
-) -> Result<Response<Body>, ProxyError> {
-    let id = app.config.models.aliases.get(id).map_or(id, String::as_str);
-    let (entries, creds) = catalog_and_creds(app, caller).await?;
-    let entry = entries
-        .iter()
-        .find(|e| e.get("id").and_then(Value::as_str) == Some(id))
-        .filter(|_| caller.scopes().allows_model(id))
-        .ok_or_else(|| {
-            ProxyError::NotFound(format!(
-                "The model `{id}` does not exist. GET /v1/models?all=true lists the catalog."
-            ))
-        })?;
-    let mut e = entry.clone();
-    if let Some(obj) = e.as_object_mut() {
-        obj.insert(
-            "accessible".into(),
-            json!(accessible(app, &creds, models::creator(id))),
-        );
-    }
-    Ok(json_response(StatusCode::OK, &e))
 }
