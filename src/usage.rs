@@ -1,13 +1,15 @@
 //! Usage accounting, off the hot path.
 //!
-//! [`extract`] finds token counts (and cost) in the parts of a response body that can carry
-//! them — the first frame and the tail the `PassthroughBody` kept by reference — never in every
-//! chunk. [`Recorder`] takes records through a bounded channel (a full channel drops the record
+//! [`UsageScan`] watches a response body go by and keeps only the `"usage": {...}` objects in
+//! it (a copy of those few bytes, never a reference that would pin a whole read buffer);
+//! [`extract`] then reads token counts (and cost) from the first and last of them at the end
+//! of the body. [`Recorder`] takes records through a bounded channel (a full channel drops the record
 //! and counts it, it never blocks a request) to a task that writes them in batches, flushing by
 //! size or time, and on shutdown.
 
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, Store};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -24,6 +26,182 @@ pub struct Usage {
     pub cost: Option<f64>,
     /// `usage.is_byok` as the gateway reports it (`false`: it used the operator's credentials).
     pub is_byok: Option<bool>,
+}
+
+/// The key a usage object follows, quotes included (`"usage"` inside a JSON string is escaped,
+/// so this matches keys and the odd string value, which the `:` check then skips).
+const KEY: &[u8] = b"\"usage\"";
+
+/// The longest usage object kept; a longer one is not a usage object we can read.
+const MAX_OBJECT: usize = 4096;
+
+static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+
+/// Where the scan is between two frames.
+#[derive(Debug, Default)]
+enum ScanState {
+    /// Looking for the key.
+    #[default]
+    Search,
+    /// After the key: whitespace, then `:` (once `colon`), whitespace, then `{`.
+    Key { colon: bool },
+    /// Inside the object: `buf` holds `"usage":{...` so far.
+    Object {
+        buf: Vec<u8>,
+        depth: u32,
+        in_string: bool,
+        escaped: bool,
+    },
+}
+
+/// Finds the `"usage": {...}` objects of a body frame by frame, keeping a copy of the first
+/// and the last complete one and nothing else: per frame it costs one substring search (SIMD)
+/// and, when the key straddles two frames, a look at a few carried-over bytes. Objects may be
+/// split across any number of frames.
+#[derive(Debug, Default)]
+pub struct UsageScan {
+    state: ScanState,
+    /// The end of the previous frame, while searching (a key may start there).
+    carry: [u8; KEY.len() - 1],
+    carry_len: u8,
+    first: Option<Bytes>,
+    last: Option<Bytes>,
+}
+
+impl UsageScan {
+    /// Scans the next frame of the body.
+    pub fn feed(&mut self, data: &[u8]) {
+        let mut i = 0;
+        if matches!(self.state, ScanState::Search) && self.carry_len > 0 {
+            i = self.straddling_key(data);
+        }
+        while i < data.len() {
+            match &mut self.state {
+                ScanState::Search => match FINDER.find(&data[i..]) {
+                    Some(p) => {
+                        i += p + KEY.len();
+                        self.state = ScanState::Key { colon: false };
+                    }
+                    None => {
+                        self.keep_carry(data);
+                        return;
+                    }
+                },
+                ScanState::Key { colon } => {
+                    let b = data[i];
+                    i += 1;
+                    match b {
+                        b' ' | b'\t' | b'\r' | b'\n' => {}
+                        b':' if !*colon => *colon = true,
+                        b'{' if *colon => {
+                            let mut buf = Vec::with_capacity(256);
+                            buf.extend_from_slice(b"\"usage\":{");
+                            self.state = ScanState::Object {
+                                buf,
+                                depth: 1,
+                                in_string: false,
+                                escaped: false,
+                            };
+                        }
+                        // `"usage": null`, `"type":"usage"`, ...: not an object.
+                        _ => self.state = ScanState::Search,
+                    }
+                }
+                ScanState::Object {
+                    buf,
+                    depth,
+                    in_string,
+                    escaped,
+                } => {
+                    let start = i;
+                    let mut done = false;
+                    while i < data.len() {
+                        let b = data[i];
+                        i += 1;
+                        if *in_string {
+                            if *escaped {
+                                *escaped = false;
+                            } else if b == b'\\' {
+                                *escaped = true;
+                            } else if b == b'"' {
+                                *in_string = false;
+                            }
+                        } else if b == b'"' {
+                            *in_string = true;
+                        } else if b == b'{' {
+                            *depth += 1;
+                        } else if b == b'}' {
+                            *depth -= 1;
+                            if *depth == 0 {
+                                done = true;
+                                break;
+                            }
+                        }
+                    }
+                    if buf.len() + (i - start) > MAX_OBJECT {
+                        self.state = ScanState::Search;
+                        continue;
+                    }
+                    buf.extend_from_slice(&data[start..i]);
+                    if done {
+                        let object = Bytes::from(std::mem::take(buf));
+                        if self.first.is_none() {
+                            self.first = Some(object.clone());
+                        }
+                        self.last = Some(object);
+                        self.state = ScanState::Search;
+                    }
+                }
+            }
+        }
+        if matches!(self.state, ScanState::Search) {
+            self.keep_carry(data);
+        } else {
+            self.carry_len = 0;
+        }
+    }
+
+    /// A key that began in the carried-over bytes and ends in `data`: where the scan goes on
+    /// in `data` (0 if there is none).
+    fn straddling_key(&mut self, data: &[u8]) -> usize {
+        let carry = usize::from(self.carry_len);
+        let mut window = [0u8; 2 * (KEY.len() - 1)];
+        let take = data.len().min(KEY.len() - 1);
+        window[..carry].copy_from_slice(&self.carry[..carry]);
+        window[carry..carry + take].copy_from_slice(&data[..take]);
+        match FINDER.find(&window[..carry + take]) {
+            Some(p) if p < carry => {
+                self.carry_len = 0;
+                self.state = ScanState::Key { colon: false };
+                p + KEY.len() - carry
+            }
+            _ => 0,
+        }
+    }
+
+    fn keep_carry(&mut self, data: &[u8]) {
+        const CARRY: usize = KEY.len() - 1;
+        if data.len() >= CARRY {
+            self.carry.copy_from_slice(&data[data.len() - CARRY..]);
+            self.carry_len = CARRY as u8;
+        } else {
+            // A tiny frame: append it to what is carried, keeping the last bytes.
+            let mut joined = [0u8; 2 * (KEY.len() - 1)];
+            let old = usize::from(self.carry_len);
+            joined[..old].copy_from_slice(&self.carry[..old]);
+            joined[old..old + data.len()].copy_from_slice(data);
+            let n = old + data.len();
+            let keep = n.min(self.carry.len());
+            self.carry[..keep].copy_from_slice(&joined[n - keep..n]);
+            self.carry_len = keep as u8;
+        }
+    }
+
+    /// The first and the last complete usage objects, taken out of the scan.
+    pub fn take(&mut self) -> (Option<Bytes>, Option<Bytes>) {
+        (self.first.take(), self.last.take())
+    }
 }
 
 /// The JSON object that follows the `"usage":` at `at` in `buf`, if it is complete.
@@ -219,6 +397,78 @@ mod tests {
         assert_eq!((u.prompt_tokens, u.completion_tokens), (11, 7));
         assert_eq!(u.cost, Some(0.00042));
         assert_eq!(u.is_byok, Some(true));
+    }
+
+    /// Feeds `body` cut into frames of `size` bytes; returns the usage found in what was kept.
+    fn scan_in_frames(body: &[u8], size: usize) -> Option<Usage> {
+        let mut scan = UsageScan::default();
+        for frame in body.chunks(size) {
+            scan.feed(frame);
+        }
+        let (first, last) = scan.take();
+        extract(
+            first.as_deref().unwrap_or_default(),
+            last.as_deref().unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn the_scan_finds_what_extract_finds_however_the_body_is_cut() {
+        let bodies: [&[u8]; 4] = [
+            br#"{"id":"gen_1","choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\":5}","provider_metadata":{"anthropic":{"usage":{"input_tokens":99,"output_tokens":98}}}}}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18,"cost":0.00042,"is_byok":true,"x":{"a":"}{\"\\"}}}"#,
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\ndata: {\"type\":\"usage\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"is_byok\":false}}\n\ndata: [DONE]\n\n",
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"delta\":{\"text\":\"hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":6}}\n\nevent: message_stop\ndata: {}\n\n",
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"no usage here\"}}]}\n\n",
+        ];
+        let want = [
+            Some((11, 7, Some(0.00042), Some(true))),
+            Some((3, 4, None, Some(false))),
+            Some((12, 6, None, None)),
+            None,
+        ];
+        for (body, want) in bodies.iter().zip(want) {
+            for size in [1, 2, 3, 5, 6, 7, 8, 13, 64, body.len()] {
+                let got = scan_in_frames(body, size)
+                    .map(|u| (u.prompt_tokens, u.completion_tokens, u.cost, u.is_byok));
+                assert_eq!(got, want, "frames of {size} bytes");
+            }
+            assert_eq!(
+                extract(body, body).map(|u| (u.prompt_tokens, u.completion_tokens)),
+                want.map(|w| (w.0, w.1))
+            );
+        }
+    }
+
+    #[test]
+    fn the_scan_allows_whitespace_around_the_colon() {
+        let u = scan_in_frames(
+            b"{\"usage\" :\n {\"prompt_tokens\": 2, \"completion_tokens\": 3}}",
+            4,
+        );
+        assert_eq!(
+            u.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((2, 3))
+        );
+    }
+
+    #[test]
+    fn the_scan_keeps_only_usage_objects() {
+        let mut scan = UsageScan::default();
+        let filler = vec![b'x'; 100_000];
+        scan.feed(&filler);
+        scan.feed(b"\"usage\":{\"prompt_tokens\":1}");
+        scan.feed(&filler);
+        let (first, last) = scan.take();
+        assert_eq!(
+            first.as_deref(),
+            Some(&b"\"usage\":{\"prompt_tokens\":1}"[..])
+        );
+        assert_eq!(first, last);
+        // An object that never closes is dropped once it passes the cap.
+        let mut scan = UsageScan::default();
+        scan.feed(b"\"usage\":{\"a\":[");
+        scan.feed(&filler);
+        assert_eq!(scan.take(), (None, None));
     }
 
     #[test]
