@@ -14,4 +14,5 @@ mod limits;
 mod proxy;
 mod replicas;
 mod store;
+mod streaming;
 mod usage;
