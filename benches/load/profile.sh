@@ -96,12 +96,12 @@ proxy_env=(
 "${proxy_env[@]}" "$PROXY_BIN" user create --name bench >"$TMP/setup.log" 2>&1
 BENCH_TOKEN=$("${proxy_env[@]}" "$PROXY_BIN" token create --user bench --name load 2>>"$TMP/setup.log")
 export BENCH_TOKEN
-wrapper=(taskset -c 0)
+cmd=("${proxy_env[@]}" taskset -c 0)
 if [ "$CALLGRIND" = 1 ]; then
   command -v valgrind >/dev/null || die "valgrind missing (apt-get install valgrind)"
-  wrapper+=(valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file="$TMP/callgrind.out")
+  cmd+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind.out")
 fi
-"${wrapper[@]}" "${proxy_env[@]}" "$PROXY_BIN" serve >"$TMP/proxy.log" 2>&1 &
+"${cmd[@]}" "$PROXY_BIN" serve >"$TMP/proxy.log" 2>&1 &
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
 wait_port "$PROXY_PORT" "byok-proxy"
@@ -113,18 +113,21 @@ URL="http://127.0.0.1:$PROXY_PORT/v1/chat/completions$QUERY"
 
 if [ "$CALLGRIND" = 1 ]; then
   python3 "$HERE/count.py" "$URL" --mode "$WRK_MODE" --conns "$CONNS" -n 200 >/dev/null
-  callgrind_control -z "$PROXY_PID" >/dev/null
-  callgrind_control -i on "$PROXY_PID" >/dev/null
+  callgrind_control -z "$PROXY_PID" >/dev/null 2>&1
+  callgrind_control -i on "$PROXY_PID" >/dev/null 2>&1
   python3 "$HERE/count.py" "$URL" --mode "$WRK_MODE" --conns "$CONNS" -n "$CALLGRIND_N"
-  callgrind_control -i off "$PROXY_PID" >/dev/null
-  callgrind_control -d "$PROXY_PID" >/dev/null
+  callgrind_control -d "$PROXY_PID" >/dev/null 2>&1
+  callgrind_control -i off "$PROXY_PID" >/dev/null 2>&1
   sleep 1
-  total=$(cat "$TMP"/callgrind.out* | awk '/^summary:/ {s += $2} END {print s + 0}')
+  dump=$(ls "$TMP"/callgrind.out.* 2>/dev/null | head -n1)
+  [ -n "$dump" ] || die "callgrind wrote no dump"
+  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
   echo "CALLGRIND mode=$MODE conns=$CONNS requests=$CALLGRIND_N instructions=$total per_request=$((total / CALLGRIND_N))"
   mkdir -p "$ROOT/target"
-  callgrind_annotate --inclusive=no "$(ls "$TMP"/callgrind.out* | head -n1)" 2>/dev/null | head -n 60 \
+  cp "$dump" "$ROOT/target/callgrind-$MODE.out"
+  callgrind_annotate --inclusive=no "$dump" 2>/dev/null | head -n 60 \
     >"$ROOT/target/callgrind-$MODE.txt" || true
-  log "top functions by instructions: target/callgrind-$MODE.txt"
+  log "top functions by instructions: target/callgrind-$MODE.txt (callgrind_annotate target/callgrind-$MODE.out for more)"
   exit 0
 fi
 
