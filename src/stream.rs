@@ -67,8 +67,13 @@ pub struct IdleTimeout(pub Duration);
 
 pub struct PassthroughBody<B> {
     inner: B,
-    idle: Pin<Box<Sleep>>,
+    /// Armed the first time the upstream makes us wait (a body that is all there never needs
+    /// it), re-armed on a wait that follows frames: one clock read and timer update per burst
+    /// of frames, not per frame.
+    idle: Option<Pin<Box<Sleep>>>,
     idle_timeout: Duration,
+    /// Frames came since the idle timer was last armed.
+    active: bool,
     bytes: u64,
     scan: UsageScan,
     on_finish: Option<OnFinish>,
@@ -82,8 +87,9 @@ where
     pub fn new(inner: B, idle_timeout: Duration, on_finish: Option<OnFinish>) -> Self {
         PassthroughBody {
             inner,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle: None,
             idle_timeout,
+            active: false,
             bytes: 0,
             scan: UsageScan::default(),
             on_finish,
@@ -133,8 +139,7 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.observe(data);
                 }
-                let deadline = Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
+                this.active = true;
                 if this.inner.is_end_stream() {
                     this.finish(End::Complete);
                 }
@@ -149,7 +154,18 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
+                let timeout = this.idle_timeout;
+                let idle = match &mut this.idle {
+                    Some(idle) => {
+                        if this.active {
+                            idle.as_mut().reset(Instant::now() + timeout);
+                        }
+                        idle
+                    }
+                    None => this.idle.insert(Box::pin(tokio::time::sleep(timeout))),
+                };
+                this.active = false;
+                if idle.as_mut().poll(cx).is_ready() {
                     this.finish(End::IdleTimeout);
                     return Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle_timeout)))));
                 }
@@ -229,6 +245,59 @@ mod tests {
         let _ = body.frame().await;
         drop(body);
         assert_eq!(*seen.lock().unwrap(), Some(End::Cancelled));
+    }
+
+    /// Frames `gap` apart, then the end.
+    struct Spaced {
+        left: usize,
+        gap: Duration,
+        sleep: Option<Pin<Box<Sleep>>>,
+    }
+    impl futures_util::Stream for Spaced {
+        type Item = Result<Frame<Bytes>, std::convert::Infallible>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            let gap = self.gap;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+            std::task::ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+            self.left -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_counts_from_the_last_frame() {
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let run = |gap_ms: u64| {
+            let e = ends.clone();
+            let inner = http_body_util::StreamBody::new(Spaced {
+                left: 5,
+                gap: Duration::from_millis(gap_ms),
+                sleep: None,
+            });
+            PassthroughBody::new(
+                inner,
+                Duration::from_millis(100),
+                Some(Box::new(move |sum: Summary| {
+                    e.lock().unwrap().push((sum.end, sum.bytes))
+                })),
+            )
+            .collect()
+        };
+        // Five frames 40 ms apart: 200 ms in all, never 100 ms without one.
+        assert!(run(40).await.is_ok());
+        // A 250 ms gap: cut after the idle timeout.
+        let err = run(250).await.unwrap_err();
+        assert!(err.is::<IdleTimeout>(), "{err}");
+        assert_eq!(
+            *ends.lock().unwrap(),
+            vec![(End::Complete, 5), (End::IdleTimeout, 0)]
+        );
     }
 
     fn tokio_stream_iter(v: Vec<Bytes>) -> IterStream {
