@@ -12,7 +12,6 @@ use crate::store::{AuditEntry, Store};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -204,56 +203,85 @@ impl UsageScan {
     }
 }
 
-/// The JSON object that follows the `"usage":` at `at` in `buf`, if it is complete.
-fn usage_object_at(buf: &[u8], at: usize) -> Option<Value> {
+/// The fields of a usage object that accounting reads, as borrowed raw JSON (every other
+/// field is skipped without being built; a field of an unexpected type reads as absent).
+#[derive(serde::Deserialize)]
+struct RawCounts<'a> {
+    #[serde(borrow, default)]
+    prompt_tokens: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    input_tokens: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    completion_tokens: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    output_tokens: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    cost: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    is_byok: Option<&'a serde_json::value::RawValue>,
+}
+
+/// One usage object's counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    cost: Option<f64>,
+    is_byok: Option<bool>,
+}
+
+fn field<'a, T: serde::Deserialize<'a>>(raw: Option<&'a serde_json::value::RawValue>) -> Option<T> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
+/// The usage object that follows the `"usage":` at `at` in `buf`, if it is complete.
+fn usage_object_at(buf: &[u8], at: usize) -> Option<Counts> {
     let rest = buf.get(at + b"\"usage\":".len()..)?;
     let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     if rest[start] != b'{' {
         return None;
     }
-    serde_json::Deserializer::from_slice(&rest[start..])
-        .into_iter::<Value>()
+    let raw: RawCounts<'_> = serde_json::Deserializer::from_slice(&rest[start..])
+        .into_iter::<RawCounts<'_>>()
         .next()?
-        .ok()
+        .ok()?;
+    Some(Counts {
+        prompt: field(raw.prompt_tokens).or_else(|| field(raw.input_tokens)),
+        completion: field(raw.completion_tokens).or_else(|| field(raw.output_tokens)),
+        cost: field(raw.cost),
+        is_byok: field(raw.is_byok),
+    })
 }
 
-fn usage_objects(buf: &[u8]) -> impl DoubleEndedIterator<Item = Value> + '_ {
-    let needle = b"\"usage\":";
-    let positions: Vec<usize> = buf
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| w == needle)
-        .map(|(i, _)| i)
-        .collect();
+/// Every complete usage object in `buf`, in order.
+fn usage_objects(buf: &[u8]) -> impl DoubleEndedIterator<Item = Counts> + '_ {
+    static KEY_COLON: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\":"));
+    let positions: Vec<usize> = KEY_COLON.find_iter(buf).collect();
     positions
         .into_iter()
         .filter_map(move |p| usage_object_at(buf, p))
 }
 
-fn count(v: &Value, keys: &[&str]) -> Option<u64> {
-    keys.iter().find_map(|k| v.get(*k).and_then(Value::as_u64))
-}
-
-/// Usage from the head (first frame) and tail (last frames) of a response body. The last
-/// complete `usage` object wins (for chat completions, responses and embeddings, JSON or SSE);
-/// Anthropic streams report input tokens at the start and output tokens at the end, so a
-/// missing prompt count is taken from the head.
+/// Usage from the first and the last usage objects of a response body (what [`UsageScan`]
+/// kept; any buffer that holds them works). The last complete `usage` object wins (for chat
+/// completions, responses and embeddings, JSON or SSE); Anthropic streams report input tokens
+/// at the start and output tokens at the end, so a missing prompt count is taken from the
+/// head.
 pub fn extract(head: &[u8], tail: &[u8]) -> Option<Usage> {
     let last = usage_objects(tail)
         .next_back()
         .or_else(|| usage_objects(head).next_back())?;
-    let prompt_keys = ["prompt_tokens", "input_tokens"];
-    let completion_keys = ["completion_tokens", "output_tokens"];
-    let prompt = count(&last, &prompt_keys).or_else(|| {
+    let prompt = last.prompt.or_else(|| {
         usage_objects(head)
             .chain(usage_objects(tail))
-            .find_map(|u| count(&u, &prompt_keys))
+            .find_map(|u| u.prompt)
     });
     Some(Usage {
         prompt_tokens: prompt.unwrap_or(0),
-        completion_tokens: count(&last, &completion_keys).unwrap_or(0),
-        cost: last.get("cost").and_then(Value::as_f64),
-        is_byok: last.get("is_byok").and_then(Value::as_bool),
+        completion_tokens: last.completion.unwrap_or(0),
+        cost: last.cost,
+        is_byok: last.is_byok,
     })
 }
 
