@@ -26,7 +26,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
@@ -63,9 +62,12 @@ pub struct Upstream {
     pub idle_timeout: Duration,
 }
 
-/// How long an idle pooled connection is kept, and how many per upstream host.
+/// How long an idle connection is kept, and how many: the shared client (https) keeps up to
+/// 256 per host; the plain-HTTP pool 64 in all (like the nginx config of the load bench), so a
+/// burst of thousands of streams does not leave thousands of idle connections behind.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-const POOL_MAX_IDLE: usize = 256;
+const SHARED_MAX_IDLE: usize = 256;
+const POOL_MAX_IDLE: usize = 64;
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Upstream {
@@ -82,7 +84,7 @@ impl Upstream {
             .wrap_connector(http.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .pool_max_idle_per_host(SHARED_MAX_IDLE)
             .build(https);
         Upstream {
             client,
@@ -144,6 +146,7 @@ impl Upstream {
                     return Ok(resp.map(|body| {
                         UpstreamBody::Pooled(PooledBody {
                             body,
+                            primed: false,
                             live: Some(live),
                             pool: self.pool.clone(),
                             key,
@@ -237,27 +240,34 @@ fn poll_conn(conn: &mut Option<Conn>, cx: &mut Context<'_>) {
 }
 
 struct Idle {
+    key: Authority,
     live: Live,
     since: Instant,
 }
 
-/// Idle keep-alive connections per upstream authority, newest last.
+/// Idle keep-alive connections, newest last. A list, not a map: there is one upstream host
+/// (the gateway) or a few, so the match is found at the end, without hashing.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    idle: Mutex<Vec<Idle>>,
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Authority, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The newest idle connection still open (a closed one reads its EOF here and goes).
+    /// The newest idle connection to `key` still open (a closed one reads its EOF here and
+    /// goes).
     fn checkout(&self, key: &Authority) -> Option<Live> {
         loop {
-            let mut idle = self.lock().get_mut(key)?.pop()?;
+            let mut idle = {
+                let mut list = self.lock();
+                let at = list.iter().rposition(|i| i.key == *key)?;
+                list.remove(at)
+            };
             if idle.since.elapsed() >= POOL_IDLE_TIMEOUT {
                 continue;
             }
@@ -271,8 +281,7 @@ impl Pool {
 
     fn checkin(&self, key: Authority, live: Live) {
         let now = Instant::now();
-        let mut map = self.lock();
-        let list = map.entry(key).or_default();
+        let mut list = self.lock();
         while list
             .first()
             .is_some_and(|i| now.duration_since(i.since) >= POOL_IDLE_TIMEOUT)
@@ -280,7 +289,11 @@ impl Pool {
             list.remove(0);
         }
         if list.len() < POOL_MAX_IDLE {
-            list.push(Idle { live, since: now });
+            list.push(Idle {
+                key,
+                live,
+                since: now,
+            });
         }
     }
 }
@@ -290,6 +303,8 @@ impl Pool {
 /// Dropped before that, it closes the connection.
 pub struct PooledBody {
     body: Incoming,
+    /// The body has been polled once (see `poll_frame`).
+    primed: bool,
     live: Option<Live>,
     pool: Arc<Pool>,
     key: Authority,
@@ -318,10 +333,21 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(live) = &mut this.live {
-            poll_conn(&mut live.conn, cx);
+        let mut polled;
+        loop {
+            if let Some(live) = &mut this.live {
+                poll_conn(&mut live.conn, cx);
+            }
+            polled = Pin::new(&mut this.body).poll_frame(cx);
+            // The first poll of the body is what tells the connection it may read the body:
+            // poll the connection once more right away, so frames it already holds leave with
+            // the response head instead of after a trip through the scheduler.
+            if polled.is_ready() || this.primed {
+                break;
+            }
+            this.primed = true;
         }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        this.primed = true;
         match &polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
