@@ -32,6 +32,7 @@ use crate::upstream::catalog::creator;
 use crate::upstream::direct;
 use crate::upstream::gateway::{self, ListPlan, Policy, Refusal, Routing};
 use crate::upstream::headers::{filter_response_headers, upstream_request_headers};
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -434,7 +435,7 @@ async fn send(
     app: &AppState,
     request: Request<Full<Bytes>>,
     provider: &str,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let resp = app.upstream.send(request).await.map_err(|e| {
         tracing::warn!(error = %e, provider, "upstream request failed");
         app.metrics
@@ -469,7 +470,7 @@ fn wrap(
     ctx: &RequestCtx,
     caller: &Caller,
     models: Resolved,
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     ttfb: Duration,
 ) -> Response<Body> {
     let provider = models.provider;
@@ -537,18 +538,15 @@ impl Finished {
         let duration = self.start.elapsed();
         m.upstream_request_duration.observe(duration.as_secs_f64());
         let head = summary.head.as_deref().unwrap_or(&[]);
-        let tail = if self.status.is_success() {
-            summary.tail_bytes()
-        } else {
-            Vec::new()
-        };
+        let tail = summary.tail.as_deref().unwrap_or(&[]);
+        let routing = summary.routing.as_deref().unwrap_or(&[]);
         let usage = if self.status.is_success() {
-            crate::usage::extract(head, &tail)
+            crate::usage::extract(head, tail)
         } else {
             None
         };
         let system = if self.gateway && self.status.is_success() {
-            gateway::system_credentials_used(head, &tail, usage.and_then(|u| u.is_byok))
+            gateway::system_credentials_used(routing, &[], usage.and_then(|u| u.is_byok))
         } else {
             None
         };
@@ -607,7 +605,7 @@ impl Finished {
             }
         });
         let served_by = if self.gateway && system.is_none() {
-            gateway::final_provider(head, &tail)
+            gateway::final_provider(routing, &[])
                 .filter(|p| crate::keys::providers::find(p).is_some())
         } else {
             None

@@ -1,23 +1,22 @@
 //! `PassthroughBody`: the upstream body, out unchanged, observed on the way.
 //!
 //! Each frame is forwarded as received (`Bytes` is reference-counted: no copy, no per-chunk
-//! allocation). On the way it counts bytes, resets the idle timer, and keeps references to the
-//! last few frames (the tail, where a final usage chunk lives). Its finish callback runs
+//! allocation). On the way it counts bytes, resets the idle timer, and scans the frame for
+//! usage and routing objects ([`AnswerScan`]: a substring search each; only the few bytes of a usage object are
+//! copied, and no frame is kept, since a kept frame would pin the whole read buffer it was cut
+//! from — ~8 KiB per chunk of a slow stream). Its finish callback runs
 //! exactly once: when the body ends, fails, times out, or is dropped because the client went
 //! away — dropping it drops the upstream response, which closes the upstream request.
 
 use crate::http_util::BoxError;
+use crate::usage::AnswerScan;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-
-/// How much of the end of a body is kept for usage extraction.
-pub const TAIL_BYTES: usize = 16 * 1024;
 
 /// Why a body stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +44,20 @@ impl End {
 pub struct Summary {
     pub end: End,
     pub bytes: u64,
-    /// The first data frame (where an Anthropic stream reports its input tokens).
+    /// The first usage object of the body, `"usage":{...}` (where an Anthropic stream reports
+    /// its input tokens).
     pub head: Option<Bytes>,
-    /// The last frames (at least [`TAIL_BYTES`] of them when the body was longer).
-    pub tail: VecDeque<Bytes>,
+    /// The last usage object of the body (a final usage chunk, a JSON body's top level).
+    pub tail: Option<Bytes>,
+    /// The last routing object of the body, `"routing":{...}` (the gateway's routing metadata,
+    /// where a fallback to system credentials shows).
+    pub routing: Option<Bytes>,
 }
 
 impl Summary {
-    /// The tail as one buffer (one copy, at the end of the stream, off the per-chunk path).
-    pub fn tail_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.tail.iter().map(Bytes::len).sum());
-        for b in &self.tail {
-            v.extend_from_slice(b);
-        }
-        v
+    /// The last usage object's bytes (empty if there was none; no copy).
+    pub fn tail_bytes(&self) -> Bytes {
+        self.tail.clone().unwrap_or_default()
     }
 }
 
@@ -71,12 +70,15 @@ pub struct IdleTimeout(pub Duration);
 
 pub struct PassthroughBody<B> {
     inner: B,
-    idle: Pin<Box<Sleep>>,
+    /// Armed the first time the upstream makes us wait (a body that is all there never needs
+    /// it), re-armed on a wait that follows frames: one clock read and timer update per burst
+    /// of frames, not per frame.
+    idle: Option<Pin<Box<Sleep>>>,
     idle_timeout: Duration,
+    /// Frames came since the idle timer was last armed.
+    active: bool,
     bytes: u64,
-    head: Option<Bytes>,
-    tail: VecDeque<Bytes>,
-    tail_len: usize,
+    scan: AnswerScan,
     on_finish: Option<OnFinish>,
 }
 
@@ -88,44 +90,38 @@ where
     pub fn new(inner: B, idle_timeout: Duration, on_finish: Option<OnFinish>) -> Self {
         PassthroughBody {
             inner,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle: None,
             idle_timeout,
+            active: false,
             bytes: 0,
-            head: None,
-            tail: VecDeque::with_capacity(8),
-            tail_len: 0,
+            scan: AnswerScan::default(),
             on_finish,
         }
     }
 
     fn finish(&mut self, end: End) {
-        if let Some(f) = self.on_finish.take() {
-            f(Summary {
-                end,
-                bytes: self.bytes,
-                head: self.head.take(),
-                tail: std::mem::take(&mut self.tail),
-            });
-        }
+        finish(&mut self.on_finish, &mut self.scan, self.bytes, end);
     }
 
     fn observe(&mut self, data: &Bytes) {
         self.bytes += data.len() as u64;
-        if self.on_finish.is_none() || data.is_empty() {
-            return;
+        if self.on_finish.is_some() {
+            self.scan.feed(data);
         }
-        if self.head.is_none() {
-            self.head = Some(data.clone());
-        }
-        self.tail.push_back(data.clone());
-        self.tail_len += data.len();
-        while self.tail.len() > 1
-            && self.tail_len - self.tail.front().map_or(0, Bytes::len) >= TAIL_BYTES
-        {
-            if let Some(old) = self.tail.pop_front() {
-                self.tail_len -= old.len();
-            }
-        }
+    }
+}
+
+/// Runs the finish callback if it has not run yet.
+fn finish(on_finish: &mut Option<OnFinish>, scan: &mut AnswerScan, bytes: u64, end: End) {
+    if let Some(f) = on_finish.take() {
+        let kept = scan.take();
+        f(Summary {
+            end,
+            bytes,
+            head: kept.first_usage,
+            tail: kept.last_usage,
+            routing: kept.routing,
+        });
     }
 }
 
@@ -147,8 +143,7 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.observe(data);
                 }
-                let deadline = Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
+                this.active = true;
                 if this.inner.is_end_stream() {
                     this.finish(End::Complete);
                 }
@@ -163,7 +158,18 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
+                let timeout = this.idle_timeout;
+                let idle = match &mut this.idle {
+                    Some(idle) => {
+                        if this.active {
+                            idle.as_mut().reset(Instant::now() + timeout);
+                        }
+                        idle
+                    }
+                    None => this.idle.insert(Box::pin(tokio::time::sleep(timeout))),
+                };
+                this.active = false;
+                if idle.as_mut().poll(cx).is_ready() {
                     this.finish(End::IdleTimeout);
                     return Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle_timeout)))));
                 }
@@ -183,14 +189,12 @@ where
 
 impl<B> Drop for PassthroughBody<B> {
     fn drop(&mut self) {
-        if let Some(f) = self.on_finish.take() {
-            f(Summary {
-                end: End::Cancelled,
-                bytes: self.bytes,
-                head: self.head.take(),
-                tail: std::mem::take(&mut self.tail),
-            });
-        }
+        finish(
+            &mut self.on_finish,
+            &mut self.scan,
+            self.bytes,
+            End::Cancelled,
+        );
     }
 }
 
@@ -204,9 +208,11 @@ mod tests {
     async fn forwards_everything_and_finishes_once() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        let data: Vec<Bytes> = (0..40)
+        let mut data: Vec<Bytes> = (0..40)
             .map(|i| Bytes::from(vec![b'a' + (i % 26) as u8; 1000]))
             .collect();
+        data.push(Bytes::from_static(b"\"usage\":{\"prompt_tokens\""));
+        data.push(Bytes::from_static(b":3}"));
         let inner = http_body_util::StreamBody::new(tokio_stream_iter(data.clone()));
         let body = PassthroughBody::new(
             inner,
@@ -223,8 +229,8 @@ mod tests {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].0, End::Complete);
-        assert_eq!(seen[0].1, 40_000);
-        assert!(seen[0].2 >= TAIL_BYTES && seen[0].2 < TAIL_BYTES + 1000);
+        assert_eq!(seen[0].1, 40_000 + 27);
+        assert_eq!(seen[0].2, 27, "only the usage object is kept");
     }
 
     #[tokio::test]
@@ -243,6 +249,59 @@ mod tests {
         let _ = body.frame().await;
         drop(body);
         assert_eq!(*seen.lock().unwrap(), Some(End::Cancelled));
+    }
+
+    /// Frames `gap` apart, then the end.
+    struct Spaced {
+        left: usize,
+        gap: Duration,
+        sleep: Option<Pin<Box<Sleep>>>,
+    }
+    impl futures_util::Stream for Spaced {
+        type Item = Result<Frame<Bytes>, std::convert::Infallible>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            let gap = self.gap;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+            std::task::ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+            self.left -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_counts_from_the_last_frame() {
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let run = |gap_ms: u64| {
+            let e = ends.clone();
+            let inner = http_body_util::StreamBody::new(Spaced {
+                left: 5,
+                gap: Duration::from_millis(gap_ms),
+                sleep: None,
+            });
+            PassthroughBody::new(
+                inner,
+                Duration::from_millis(100),
+                Some(Box::new(move |sum: Summary| {
+                    e.lock().unwrap().push((sum.end, sum.bytes))
+                })),
+            )
+            .collect()
+        };
+        // Five frames 40 ms apart: 200 ms in all, never 100 ms without one.
+        assert!(run(40).await.is_ok());
+        // A 250 ms gap: cut after the idle timeout.
+        let err = run(250).await.unwrap_err();
+        assert!(err.is::<IdleTimeout>(), "{err}");
+        assert_eq!(
+            *ends.lock().unwrap(),
+            vec![(End::Complete, 5), (End::IdleTimeout, 0)]
+        );
     }
 
     fn tokio_stream_iter(v: Vec<Bytes>) -> IterStream {

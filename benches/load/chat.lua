@@ -43,6 +43,12 @@ function init(args)
     wrk.headers["Authorization"] = "Bearer " .. token
   end
   wrk.body = body(mode == "sse")
+  -- The fake's options (`?chunks=N&delay_ms=D`) also go as `x-title: bench <query>`:
+  -- byok-proxy forwards no query string it does not need, and x-title crosses every path.
+  local query = string.match(wrk.path or "", "%?(.*)$")
+  if query and query ~= "" then
+    wrk.headers["X-Title"] = "bench " .. query
+  end
 end
 
 function done(summary, latency, requests)

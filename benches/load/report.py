@@ -51,7 +51,7 @@ def main():
         elif row["kind"] == "ttfb":
             ttfb[row["path"]].append(row)
 
-    modes = [m for m in ("json", "sse") if any(k[1] == m for k in wrk)]
+    modes = [m for m in ("json", "sse", "sse20") if any(k[1] == m for k in wrk)]
     conns = sorted({k[2] for k in wrk})
     out = []
     w = out.append
@@ -81,7 +81,8 @@ def main():
     w(
         "Latencies in ms. *added* = this path minus direct at the same body and connections. "
         "*CPU µs/req* = CPU time of the path's own server process (fake for direct, the nginx "
-        "worker, byok-proxy) per request. ⚠ non-2xx = the row measured error answers, not "
+        "worker, byok-proxy) per request, i.e. per stream for SSE. *sse* = 5 events, *sse20* = "
+        "20 events, no delay between them. ⚠ non-2xx = the row measured error answers, not "
         f"proxying; ≈ = a round of this cell ran while other processes took >{NOISY_PCT}% of "
         "the CPUs."
     )
@@ -113,7 +114,7 @@ def main():
                 if p != "direct" and base:
                     added50, added99 = delta_ms(p50, base_p50), delta_ms(p99, base_p99)
                 warn = " ⚠" if non2xx else ""
-                summary[(p, mode, c)] = (med(rps), p50, p99, non2xx)
+                summary[(p, mode, c)] = (med(rps), p50, p99, non2xx, cpu)
                 w(
                     f"| {LABEL[p]} | {mode} | {c} | {med(rps):.0f}{noisy_mark} "
                     f"| {min(rps):.0f}–{max(rps):.0f} | {ms(p50)} | {ms(p99)} | {added50} "
@@ -138,7 +139,8 @@ def main():
         n = meta.get("ttfb_n", "?")
         w(
             f"## SSE time to first byte (benches/load/ttfb.py: {n} sequential streaming requests "
-            "on one keep-alive connection per round; median over rounds)"
+            f"on one keep-alive connection per round, fake answering `?{meta.get('ttfb_query', '')}`; "
+            "median over rounds)"
         )
         w("")
         w(
@@ -217,7 +219,8 @@ def main():
                 continue
             lines.append(
                 f"- {mode}, {c} conn: byok-proxy {b[0]:.0f} RPS = {b[0] / n[0]:.2f}× nginx "
-                f"({n[0]:.0f}), {b[0] / d[0]:.2f}× direct; p50 {ms(b[1])} vs nginx {ms(n[1])} ms"
+                f"({n[0]:.0f}), {b[0] / d[0]:.2f}× direct; added p50 {(b[1] - d[1]) / 1000:+.3f} "
+                f"vs nginx {(n[1] - d[1]) / 1000:+.3f} ms; CPU {b[4]:.1f} vs nginx {n[4]:.1f} µs/req"
             )
     if lines:
         w("## byok-proxy vs nginx")

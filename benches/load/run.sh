@@ -5,12 +5,16 @@
 #   nginx    - wrk -> nginx (proxy_buffering off, HTTP/1.1 + keepalive to upstream) -> fake
 #   byok     - wrk -> byok-proxy (release, gateway mode, real user/token/openai key: auth,
 #              credential lookup and BYOK body rewrite all happen) -> fake
-# For each path: RPS and latency p50/p99 at 1 and 32 connections, for JSON answers and SSE
-# streams (POST /v1/chat/completions, ~1 KB body, see chat.lua), the latency added vs direct,
-# and the SSE time to first byte / first event over sequential keep-alive requests (ttfb.py).
+# For each path: RPS, latency p50/p99 and the CPU each server process spent per request (per
+# stream for SSE) at 1 and 32 connections, for JSON answers, 5-event SSE streams and 20-event
+# SSE streams (sse20), all with no delay between events (POST /v1/chat/completions, ~1 KB
+# body, see chat.lua), the latency added vs direct, and the SSE time to first byte / first
+# event over sequential keep-alive requests whose events come 20 ms apart (ttfb.py).
 #
 # usage:  benches/load/run.sh
-# knobs (environment): DURATION=5s WARMUP=2s ROUNDS=3 CONNS="1 32" TTFB_N=200 PIN=1 BUILD=1
+# knobs (environment): DURATION=5s WARMUP=2s ROUNDS=3 CONNS="1 32" MODES="json sse sse20"
+#                      TTFB_N=100 TTFB_QUERY="chunks=5&delay_ms=20" PIN=1 BUILD=1
+#   PROXY_BIN=path: another build of byok-proxy (to compare builds in the same conditions).
 #   Every cell (path x body x connections) runs ROUNDS times, interleaved; the report shows
 #   the median (and the RPS range), so a burst of other load on the machine moves one round,
 #   not the result. Each run's share of CPU taken by other processes is measured and flagged.
@@ -37,11 +41,13 @@ HERE="$ROOT/benches/load"
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-"1 32"}
-TTFB_N=${TTFB_N:-200}
+TTFB_N=${TTFB_N:-100}
+TTFB_QUERY=${TTFB_QUERY:-"chunks=5&delay_ms=20"}
+MODES=${MODES:-"json sse sse20"}
 ROUNDS=${ROUNDS:-3}
 PIN=${PIN:-1}
 BUILD=${BUILD:-1}
-INVOCATION="DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS CONNS=\"$CONNS\" TTFB_N=$TTFB_N PIN=$PIN BUILD=$BUILD benches/load/run.sh"
+INVOCATION="DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS CONNS=\"$CONNS\" MODES=\"$MODES\" TTFB_N=$TTFB_N PIN=$PIN BUILD=$BUILD benches/load/run.sh"
 
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -82,7 +88,7 @@ if [ "$BUILD" = 1 ]; then
   log "cargo build --release --bin byok-proxy --example fake-upstream"
   (cd "$ROOT" && cargo build --release --bin byok-proxy --example fake-upstream)
 fi
-PROXY_BIN="$ROOT/target/release/byok-proxy"
+PROXY_BIN=${PROXY_BIN:-"$ROOT/target/release/byok-proxy"}
 FAKE_BIN="$ROOT/target/release/examples/fake-upstream"
 [ -x "$PROXY_BIN" ] || die "$PROXY_BIN missing (run with BUILD=1)"
 [ -x "$FAKE_BIN" ] || die "$FAKE_BIN missing (run with BUILD=1)"
@@ -267,18 +273,22 @@ foreign_pct() { # from-snapshot to-snapshot -> % of all CPUs used by other proce
 }
 per_req_us() { awk -v t="$1" -v hz="$HZ" -v n="$2" 'BEGIN {if (n < 1) n = 1; printf "%.1f", t / hz * 1e6 / n}'; }
 
+# wrk mode -> (chat.lua body, query string for the fake)
+declare -A LUA_MODE=([json]=json [sse]=sse [sse20]=sse)
+declare -A QUERY=([json]="" [sse]="" [sse20]="?chunks=20")
+
 run_wrk() { # round path mode conns
-  local r=$1 p=$2 mode=$3 c=$4 url="http://127.0.0.1:${PORT[$2]}$URL_PATH" out line
+  local r=$1 p=$2 mode=$3 c=$4 url="http://127.0.0.1:${PORT[$2]}$URL_PATH${QUERY[$3]}" out line
   local mid=${MIDPID[$p]} fake0 mid0 fake_t mid_t
   declare -A W=()
   if [ "$r" = 1 ]; then # warmup (first round only), bounded like every run
-    "${GEN[@]}" wrk -t1 -c"$c" -d"$WARMUP" --timeout 5s -s "$HERE/chat.lua" "$url" -- "$mode" \
+    "${GEN[@]}" wrk -t1 -c"$c" -d"$WARMUP" --timeout 5s -s "$HERE/chat.lua" "$url" -- "${LUA_MODE[$mode]}" \
       >/dev/null 2>&1 || true
   fi
   out="$TMP/wrk-$r-$p-$mode-$c.txt"
   fake0=$(cpu_ticks "$FAKE_PID") mid0=$(cpu_ticks "$mid")
   snap a
-  "${GEN[@]}" wrk -t1 -c"$c" -d"$DURATION" --timeout 5s --latency -s "$HERE/chat.lua" "$url" -- "$mode" \
+  "${GEN[@]}" wrk -t1 -c"$c" -d"$DURATION" --timeout 5s --latency -s "$HERE/chat.lua" "$url" -- "${LUA_MODE[$mode]}" \
     >"$out" 2>&1 || true
   snap b
   fake_t=$(( $(cpu_ticks "$FAKE_PID") - fake0 )) mid_t=$(( $(cpu_ticks "$mid") - mid0 ))
@@ -304,7 +314,7 @@ run_ttfb() { # round path
   [ "$p" = byok ] && tok=$BENCH_TOKEN
   snap a
   line=$(BENCH_TOKEN="$tok" "${GEN[@]}" python3 "$HERE/ttfb.py" 127.0.0.1 "${PORT[$p]}" \
-    --path "$URL_PATH" -n "$TTFB_N" 2>>"$TMP/ttfb.log" | grep '^TTFBRESULT' || true)
+    --path "$URL_PATH?$TTFB_QUERY" -n "$TTFB_N" 2>>"$TMP/ttfb.log" | grep '^TTFBRESULT' || true)
   snap b
   if [ -z "$line" ]; then
     log "ttfb $p produced no result (see target/load-logs/ttfb.log)"
@@ -324,7 +334,7 @@ snap start
 # Rounds, and inside a round each cell's paths back to back, so that a drift in machine load
 # hits every path alike; the report takes the median over rounds.
 for r in $(seq 1 "$ROUNDS"); do
-  for mode in json sse; do
+  for mode in $MODES; do
     for c in $CONNS; do
       for p in "${PATHS[@]}"; do run_wrk "$r" "$p" "$mode" "$c"; done
     done
@@ -383,8 +393,9 @@ cp "$RESULTS" "$ROOT/target/load-results.tsv"
   echo "host=$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r)"
   echo "tools=$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), $("$NGINX" -v 2>&1 | sed 's/nginx version: //'), $(python3 -V)"
   echo "pinning=$PINNING"
-  echo "load=wrk -t1 -c{$CONNS} -d$DURATION x $ROUNDS rounds (after one -d$WARMUP warmup per cell) POST $URL_PATH, ~1 KB body (benches/load/chat.lua); SSE = \"stream\": true, fake answers 5 chunks with no delay"
+  echo "load=wrk -t1 -c{$CONNS} -d$DURATION x $ROUNDS rounds (after one -d$WARMUP warmup per cell) POST $URL_PATH, ~1 KB body (benches/load/chat.lua); SSE = \"stream\": true, fake answers 5 events (sse) or 20 events (sse20) with no delay"
   echo "ttfb_n=$TTFB_N"
+  echo "ttfb_query=$TTFB_QUERY"
   echo "foreign_all=$FOREIGN_ALL"
   echo "load_before=$LOAD_BEFORE"
   echo "smoke=$(for p in "${PATHS[@]}"; do printf '%s: %s; ' "${LABEL[$p]}" "${SMOKE[$p]}"; done)"

@@ -142,6 +142,10 @@ def main():
 
     token = os.environ.get("BENCH_TOKEN", "")
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    # The fake's options ride in x-title as well as in the query (byok-proxy forwards no query).
+    query = args.path.partition("?")[2]
+    if query:
+        auth += f"X-Title: bench {query}\r\n"
     raw = (
         f"POST {args.path} HTTP/1.1\r\n"
         f"Host: {args.host}:{args.port}\r\n"

@@ -47,10 +47,18 @@ pub fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One core to run on (a container's CPU quota, or an affinity mask): one thread does it
+    // all — accepting, every connection, the upstream connections they drive — with tokio's
+    // current-thread scheduler, which skips the work-stealing machinery and cross-thread
+    // wake-ups a single worker cannot use. More cores: the work-stealing scheduler, one worker
+    // per core.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("byok-proxy: cannot start the async runtime: {e}");

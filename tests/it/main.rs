@@ -19,5 +19,6 @@ mod proxy;
 mod replicas;
 mod sessions;
 mod store;
+mod streaming;
 mod tokens;
 mod usage;
