@@ -146,7 +146,7 @@ impl Exchange {
         let mut resp = result.unwrap_or_else(|e| e.to_response(self.anthropic));
         let headers = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&self.request_id) {
-            headers.insert("x-request-id", v);
+            headers.insert(crate::http_util::names::X_REQUEST_ID, v);
         }
         let (permit, rate) = match self.admitted {
             Some(a) => (Some(a.permit), Some(a.rate)),

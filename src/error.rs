@@ -244,21 +244,27 @@ impl ProxyError {
         let headers = resp.headers_mut();
         if !self.retryable() {
             // Clients such as Claude Code retry anything else for minutes.
-            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+            headers.insert(
+                crate::http_util::names::X_SHOULD_RETRY,
+                HeaderValue::from_static("false"),
+            );
         }
         match self {
             ProxyError::RateLimited {
                 rate, retry_after, ..
             } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                headers.insert("retry-after", HeaderValue::from(secs));
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
                 rate.apply(headers);
             }
             ProxyError::Overloaded | ProxyError::StoreUnavailable => {
-                headers.insert("retry-after", HeaderValue::from_static("1"));
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ProxyError::InvalidApiKey | ProxyError::InvalidAdminToken => {
-                headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                headers.insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
             }
             _ => {}
         }

@@ -39,6 +39,24 @@ pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Respo
     resp
 }
 
+/// Header names the proxy writes on every request, built once (a `&str` name is parsed and
+/// hashed on each use).
+pub mod names {
+    use http::HeaderName;
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+    pub const X_TITLE: HeaderName = HeaderName::from_static("x-title");
+    pub const HTTP_REFERER: HeaderName = HeaderName::from_static("http-referer");
+    pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+    pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+    pub const OPENAI_BETA: HeaderName = HeaderName::from_static("openai-beta");
+    pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+    pub const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+    pub const REMAINING_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-requests");
+    pub const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+}
+
 /// The `x-ratelimit-*` headers: written by [`RateHeaders::apply`] only, on successful
 /// answers and on 429s alike, replacing any the upstream sent for requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,19 +69,16 @@ pub struct RateHeaders {
 
 impl RateHeaders {
     pub fn apply(&self, headers: &mut http::HeaderMap) {
-        headers.insert("x-ratelimit-limit-requests", HeaderValue::from(self.limit));
-        headers.insert(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from(self.remaining),
-        );
+        headers.insert(names::LIMIT_REQUESTS, HeaderValue::from(self.limit));
+        headers.insert(names::REMAINING_REQUESTS, HeaderValue::from(self.remaining));
         match self.reset {
             Some(reset) => {
                 if let Ok(v) = HeaderValue::from_str(&format!("{}ms", reset.as_millis())) {
-                    headers.insert("x-ratelimit-reset-requests", v);
+                    headers.insert(names::RESET_REQUESTS, v);
                 }
             }
             None => {
-                headers.remove("x-ratelimit-reset-requests");
+                headers.remove(names::RESET_REQUESTS);
             }
         }
     }

@@ -202,7 +202,13 @@ pub(crate) async fn credentials(
 /// The BYOK object for `providers`: `{"<provider>": [cred, ...], ...}`, active credentials
 /// newest first.
 fn byok_json(creds: &UserCredentials, providers: &[String]) -> String {
-    let mut out = String::from("{");
+    let size: usize = providers
+        .iter()
+        .flat_map(|p| creds.for_provider(p))
+        .map(|c| c.json.expose().len() + 1)
+        .sum();
+    let mut out = String::with_capacity(size + 16 * providers.len() + 2);
+    out.push('{');
     for p in providers {
         let list = creds.for_provider(p);
         if list.is_empty() {
@@ -247,14 +253,15 @@ fn build(
     let include_usage = matches!(route, Route::ChatCompletions) && parsed.stream;
     let mut headers = upstream_request_headers(&parts.headers);
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert("x-request-id", v);
+        headers.insert(crate::http_util::names::X_REQUEST_ID, v);
     }
     let upstream = &app.config.upstream;
     let (uri, body, sponsored) = match upstream.mode {
         UpstreamMode::Gateway => {
-            let key = upstream
-                .gateway_api_key
-                .as_ref()
+            let auth = app
+                .gateway
+                .auth
+                .clone()
                 .ok_or(ProxyError::UpstreamNotConfigured)?;
             let policy = Policy {
                 serving_providers: &app.config.models.serving_providers,
@@ -297,18 +304,15 @@ fn build(
                 drop_provider_options: false,
                 include_usage,
             });
-            let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                .map_err(|_| ProxyError::Internal)?;
-            auth.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, auth);
             let query = upstream_query(parts.uri.query(), |name| {
                 matches!(route, Route::Messages | Route::CountTokens) && name == "beta"
             });
-            (
-                format!("{}{path}{query}", upstream.gateway_base_url),
-                body,
-                plan.sponsored,
-            )
+            let uri = app.gateway.uri(path, &query).map_err(|e| {
+                tracing::error!(error = %e, "bad upstream URI");
+                ProxyError::Internal
+            })?;
+            (uri, body, plan.sponsored)
         }
         UpstreamMode::Direct => {
             let provider = models.provider.as_str();
@@ -363,7 +367,13 @@ fn build(
                         && matches!(route, Route::Messages | Route::CountTokens)
                         && name == "beta")
             });
-            (format!("{base}{path}{query}"), body, Vec::new())
+            let uri = format!("{base}{path}{query}")
+                .parse::<http::Uri>()
+                .map_err(|e| {
+                    tracing::error!(error = %e, "bad upstream URI");
+                    ProxyError::Internal
+                })?;
+            (uri, body, Vec::new())
         }
     };
     let mut request = Request::post(uri)

@@ -26,6 +26,8 @@ pub struct AppState {
     pub keyring: KeyRing,
     /// The pooled upstream client.
     pub upstream: Upstream,
+    /// The gateway's URIs and the operator's key header, built once.
+    pub gateway: crate::upstream::gateway::Endpoint,
     /// The cached upstream model catalog.
     pub catalog: Catalog,
     pub metrics: Arc<Metrics>,
@@ -88,6 +90,10 @@ impl AppState {
             )?),
             None => None,
         };
+        let gateway = crate::upstream::gateway::Endpoint::new(
+            &config.upstream.gateway_base_url,
+            config.upstream.gateway_api_key.as_ref(),
+        );
         let listen_url = store.listen_url();
         let app = Arc::new(AppState {
             responses: crate::watchdog::Responses::start(config.server.idle_timeout),
@@ -101,6 +107,7 @@ impl AppState {
             vault,
             auth,
             oidc,
+            gateway,
             upstream,
             catalog,
         });

@@ -21,9 +21,13 @@
 
 use crate::config::SystemCredentials;
 use crate::keys::providers;
+use crate::secret::Secret;
 use crate::upstream::catalog::creator;
+use http::{HeaderValue, Uri};
+use memchr::memmem::Finder;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 /// The configuration the rules read.
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +173,59 @@ pub fn plan(
     })
 }
 
+// === the endpoint ===
+
+/// The gateway routes byok-proxy forwards to (after the base URL's `/v1`).
+pub const PATHS: [&str; 5] = [
+    "/chat/completions",
+    "/embeddings",
+    "/responses",
+    "/messages",
+    "/messages/count_tokens",
+];
+
+/// The gateway's address and the operator's key as every request needs them, built once at
+/// start (not formatted and parsed per request).
+pub struct Endpoint {
+    base: String,
+    /// `Authorization: Bearer <gateway key>`, marked sensitive; `None` without a key.
+    pub auth: Option<HeaderValue>,
+    /// The full URI of each of [`PATHS`], for requests without a query string.
+    uris: Vec<(&'static str, Uri)>,
+}
+
+impl Endpoint {
+    pub fn new(base_url: &str, key: Option<&Secret<String>>) -> Endpoint {
+        let auth = key.and_then(|k| {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
+        let uris = PATHS
+            .iter()
+            .filter_map(|p| Some((*p, format!("{base_url}{p}").parse::<Uri>().ok()?)))
+            .collect();
+        Endpoint {
+            base: base_url.to_string(),
+            auth,
+            uris,
+        }
+    }
+
+    /// The URI of `path` with `query` (`""` or `?...`).
+    ///
+    /// # Errors
+    /// The result is not a valid URI.
+    pub fn uri(&self, path: &str, query: &str) -> Result<Uri, http::uri::InvalidUri> {
+        if query.is_empty() {
+            if let Some((_, uri)) = self.uris.iter().find(|(p, _)| *p == path) {
+                return Ok(uri.clone());
+            }
+        }
+        format!("{}{path}{query}", self.base).parse()
+    }
+}
+
 // === detection ===
 
 /// The gateway said it served (part of) a request with the operator's credentials.
@@ -192,12 +249,15 @@ pub fn system_credentials_used(
     tail: &[u8],
     is_byok: Option<bool>,
 ) -> Option<SystemUse> {
+    static ROUTING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"routing\""));
+    static CREDENTIAL_TYPE: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(b"credentialType"));
     let mut found: Option<SystemUse> = None;
     // Only answers that report routing attempts are parsed.
-    let cheap_miss = |b: &[u8]| memchr::memmem::find(b, b"credentialType").is_none();
+    let cheap_miss = |b: &[u8]| b.is_empty() || CREDENTIAL_TYPE.find(b).is_none();
     if !(cheap_miss(head) && cheap_miss(tail)) {
         for buf in [tail, head] {
-            for routing in objects_after(buf, b"\"routing\"") {
+            for routing in objects_after(buf, &ROUTING) {
                 let mut walk = Walk::default();
                 walk.visit(&routing);
                 if walk.system {
@@ -226,9 +286,11 @@ pub fn system_credentials_used(
 /// The provider the gateway's routing metadata says finally served the request
 /// (`"finalProvider": "..."`), found without parsing the whole answer.
 pub fn final_provider(head: &[u8], tail: &[u8]) -> Option<String> {
-    let key = b"\"finalProvider\"";
+    static FINAL_PROVIDER: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(b"\"finalProvider\""));
+    let key = FINAL_PROVIDER.needle();
     for buf in [tail, head] {
-        for at in memchr::memmem::find_iter(buf, key) {
+        for at in FINAL_PROVIDER.find_iter(buf) {
             let rest = &buf[at + key.len()..];
             let rest = trim_start(rest).strip_prefix(b":")?;
             let rest = trim_start(rest).strip_prefix(b"\"")?;
@@ -247,8 +309,9 @@ fn trim_start(b: &[u8]) -> &[u8] {
 }
 
 /// Every JSON object that follows `key` and a colon in `buf` (complete ones only).
-fn objects_after<'b>(buf: &'b [u8], key: &'b [u8]) -> impl Iterator<Item = Value> + 'b {
-    memchr::memmem::find_iter(buf, key).filter_map(move |at| {
+fn objects_after<'b>(buf: &'b [u8], key: &'b Finder<'static>) -> impl Iterator<Item = Value> + 'b {
+    key.find_iter(buf).filter_map(move |at| {
+        let key = key.needle();
         let rest = buf.get(at + key.len()..)?;
         let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
         if rest[colon] != b':' {

@@ -8,25 +8,26 @@
 //! gateway team or reporting headers, hop-by-hop headers, the upstream's `server`, `alt-svc`,
 //! `strict-transport-security`, CORS and `set-cookie` — does not cross.
 
+use crate::http_util::names;
 use http::header::{self, HeaderMap, HeaderName};
 use http::HeaderValue;
 
 /// Request headers forwarded upstream, and why:
-const REQUEST_ALLOW: &[&str] = &[
+const REQUEST_ALLOW: [HeaderName; 8] = [
     // content negotiation (JSON or an SSE stream)
-    "accept",
+    header::ACCEPT,
     // clients identify themselves; providers and the gateway key analytics and quirks on it
-    "user-agent",
+    header::USER_AGENT,
     // Anthropic Messages API version and feature flags (Claude Code sends both)
-    "anthropic-version",
-    "anthropic-beta",
+    names::ANTHROPIC_VERSION,
+    names::ANTHROPIC_BETA,
     // OpenAI beta features (Assistants/Responses)
-    "openai-beta",
+    names::OPENAI_BETA,
     // safe retries of the same request
-    "idempotency-key",
+    names::IDEMPOTENCY_KEY,
     // app attribution, documented by the gateway
-    "http-referer",
-    "x-title",
+    names::HTTP_REFERER,
+    names::X_TITLE,
 ];
 
 /// Response headers returned to the client (exact names) ...
@@ -48,9 +49,10 @@ const RESPONSE_ALLOW_PREFIX: &[&str] = &["openai-", "anthropic-", "x-ratelimit-"
 /// The client's headers that may go upstream, plus `content-type: application/json`.
 pub fn upstream_request_headers(client: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(REQUEST_ALLOW.len() + 4);
-    for name in REQUEST_ALLOW {
-        for value in client.get_all(*name) {
-            out.append(HeaderName::from_static(name), value.clone());
+    // One pass over the client's few headers (not one hashed lookup per allowed name).
+    for (name, value) in client {
+        if REQUEST_ALLOW.contains(name) {
+            out.append(name.clone(), value.clone());
         }
     }
     out.insert(
