@@ -26,8 +26,10 @@ SETTLE=${SETTLE:-5}
 PATHS=${PATHS:-"byok nginx"}
 BUILD=${BUILD:-1}
 
-log() { printf '[memory %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+TMP=$(mktemp -d /tmp/byok-memory.XXXXXX)
+LOG_NAME=memory
+# shellcheck source=benches/load/common.sh
+. "$HERE/common.sh"
 
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || die "nginx missing (benches/load/run.sh installs it)"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -41,45 +43,8 @@ fi
 if [ "$BUILD" = 1 ]; then
   (cd "$ROOT" && cargo build --release --bin byok-proxy --example fake-upstream)
 fi
-PROXY_BIN=${PROXY_BIN:-"$ROOT/target/release/byok-proxy"}
-FAKE_BIN="$ROOT/target/release/examples/fake-upstream"
-
-TMP=$(mktemp -d /tmp/byok-memory.XXXXXX)
-PIDS=()
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do
-      case $(ps -o stat= -p "$pid" 2>/dev/null) in "" | Z*) break ;; esac
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  die "$2 did not listen on 127.0.0.1:$1"
-}
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-"$FAKE_BIN" >"$TMP/fake.port" 2>"$TMP/fake.log" &
-PIDS+=($!)
-for _ in $(seq 1 100); do [ -s "$TMP/fake.port" ] && break; sleep 0.05; done
-FAKE_PORT=$(head -n1 "$TMP/fake.port")
-wait_port "$FAKE_PORT" "fake upstream"
+# PROXY_BIN (another build of byok-proxy, to compare) is read by start_byok.
+start_fake
 
 declare -A PORT MIDPID
 if [[ " $PATHS " == *" nginx "* ]]; then
@@ -125,30 +90,9 @@ fi
 
 if [[ " $PATHS " == *" byok "* ]]; then
   PORT[byok]=$(free_port)
-  mkdir -p "$TMP/proxy"
-  proxy_env=(
-    env -C "$TMP/proxy"
-    BYOK_MASTER_KEY="$("$PROXY_BIN" key generate)"
-    BYOK_ADMIN_TOKEN="bench-admin-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
-    BYOK_LISTEN="127.0.0.1:${PORT[byok]}"
-    BYOK_UPSTREAM__GATEWAY__BASE_URL="http://127.0.0.1:$FAKE_PORT/v1"
-    AI_GATEWAY_API_KEY=gw-bench
-    BYOK_LOG__LEVEL=warn
-    BYOK_LIMITS__REQUESTS_PER_MINUTE=1000000000
-    BYOK_LIMITS__BURST=1000000000
-    BYOK_LIMITS__MAX_CONCURRENT_REQUESTS=100000
-    BYOK_LIMITS__MAX_IN_FLIGHT=100000
-  )
-  "${proxy_env[@]}" "$PROXY_BIN" user create --name bench >"$TMP/setup.log" 2>&1
-  BENCH_TOKEN=$("${proxy_env[@]}" "$PROXY_BIN" token create --user bench --name load 2>>"$TMP/setup.log")
-  "${proxy_env[@]}" "$PROXY_BIN" serve >"$TMP/proxy.log" 2>&1 &
-  PIDS+=($!)
-  MIDPID[byok]=${PIDS[-1]}
-  wait_port "${PORT[byok]}" byok-proxy
-  status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[byok]}/api/keys" \
-    -H "Authorization: Bearer $BENCH_TOKEN" -H 'content-type: application/json' \
-    -d '{"provider":"openai","credentials":{"apiKey":"sk-bench-0123456789abcdefghijklmnopqrstuvwxyz"},"label":"load"}')
-  [ "$status" = 201 ] || die "POST /api/keys answered $status"
+  BYOK_EXTRA=(BYOK_LIMITS__MAX_IN_FLIGHT=100000)
+  start_byok "${PORT[byok]}"
+  MIDPID[byok]=$PROXY_PID
 fi
 
 SAMPLES="$TMP/samples.tsv"

@@ -23,8 +23,12 @@ BUILD=${BUILD:-1}
 CALLGRIND=${CALLGRIND:-0}
 CALLGRIND_N=${CALLGRIND_N:-2000}
 
-log() { printf '[profile %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+
+TMP=$(mktemp -d /tmp/byok-profile.XXXXXX)
+LOG_NAME=profile
+# shellcheck source=benches/load/common.sh
+. "$HERE/common.sh"
+HZ=$(getconf CLK_TCK)
 
 case $MODE in
   json) WRK_MODE=json QUERY="" ;;
@@ -38,77 +42,16 @@ command -v perf >/dev/null || die "perf missing (apt-get install linux-perf)"
 if [ "$BUILD" = 1 ]; then
   (cd "$ROOT" && cargo build --release --bin byok-proxy --example fake-upstream)
 fi
-PROXY_BIN=${PROXY_BIN:-"$ROOT/target/release/byok-proxy"}
-FAKE_BIN="$ROOT/target/release/examples/fake-upstream"
 
-TMP=$(mktemp -d /tmp/byok-profile.XXXXXX)
-PIDS=()
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do
-      case $(ps -o stat= -p "$pid" 2>/dev/null) in "" | Z*) break ;; esac
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-  for _ in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  die "$2 did not listen on 127.0.0.1:$1"
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-HZ=$(getconf CLK_TCK)
-
-taskset -c 0 "$FAKE_BIN" --threads 1 >"$TMP/fake.port" 2>"$TMP/fake.log" &
-PIDS+=($!)
-for _ in $(seq 1 100); do [ -s "$TMP/fake.port" ] && break; sleep 0.05; done
-FAKE_PORT=$(head -n1 "$TMP/fake.port")
-wait_port "$FAKE_PORT" "fake upstream"
-
+start_fake taskset -c 0
 PROXY_PORT=$(free_port)
-mkdir -p "$TMP/proxy"
-proxy_env=(
-  env -C "$TMP/proxy"
-  BYOK_MASTER_KEY="$("$PROXY_BIN" key generate)"
-  BYOK_ADMIN_TOKEN="bench-admin-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
-  BYOK_LISTEN="127.0.0.1:$PROXY_PORT"
-  BYOK_UPSTREAM__GATEWAY__BASE_URL="http://127.0.0.1:$FAKE_PORT/v1"
-  AI_GATEWAY_API_KEY=gw-bench
-  BYOK_LOG__LEVEL=warn
-  BYOK_LIMITS__REQUESTS_PER_MINUTE=1000000000
-  BYOK_LIMITS__BURST=1000000000
-  BYOK_LIMITS__MAX_CONCURRENT_REQUESTS=4096
-)
-"${proxy_env[@]}" "$PROXY_BIN" user create --name bench >"$TMP/setup.log" 2>&1
-BENCH_TOKEN=$("${proxy_env[@]}" "$PROXY_BIN" token create --user bench --name load 2>>"$TMP/setup.log")
-export BENCH_TOKEN
-cmd=("${proxy_env[@]}" taskset -c 0)
+wrap=(taskset -c 0)
 if [ "$CALLGRIND" = 1 ]; then
   command -v valgrind >/dev/null || die "valgrind missing (apt-get install valgrind)"
-  cmd+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind.out")
+  wrap+=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind.out")
 fi
-"${cmd[@]}" "$PROXY_BIN" serve >"$TMP/proxy.log" 2>&1 &
-PROXY_PID=$!
-PIDS+=("$PROXY_PID")
-wait_port "$PROXY_PORT" "byok-proxy"
-status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/api/keys" \
-  -H "Authorization: Bearer $BENCH_TOKEN" -H 'content-type: application/json' \
-  -d '{"provider":"openai","credentials":{"apiKey":"sk-bench-0123456789abcdefghijklmnopqrstuvwxyz"},"label":"load"}')
-[ "$status" = 201 ] || die "POST /api/keys answered $status"
+BYOK_EXTRA=(BYOK_LIMITS__MAX_CONCURRENT_REQUESTS=4096)
+start_byok "$PROXY_PORT" "${wrap[@]}"
 URL="http://127.0.0.1:$PROXY_PORT/v1/chat/completions$QUERY"
 
 if [ "$CALLGRIND" = 1 ]; then

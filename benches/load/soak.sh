@@ -28,10 +28,7 @@ ABORT_CONCURRENCY=${ABORT_CONCURRENCY:-8}
 PIN=${PIN:-1}
 BUILD=${BUILD:-1}
 
-log() { printf '[soak %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-command -v wrk >/dev/null || die "wrk missing (benches/load/run.sh installs it)"
+command -v wrk >/dev/null || { echo "wrk missing (benches/load/run.sh installs it)" >&2; exit 1; }
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
   SRV=(taskset -c 0); GEN=(taskset -c 1)
 else
@@ -40,75 +37,18 @@ fi
 if [ "$BUILD" = 1 ]; then
   (cd "$ROOT" && cargo build --release --bin byok-proxy --example fake-upstream)
 fi
-PROXY_BIN="$ROOT/target/release/byok-proxy"
-FAKE_BIN="$ROOT/target/release/examples/fake-upstream"
 
 TMP=$(mktemp -d /tmp/byok-soak.XXXXXX)
-PIDS=()
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do
-      case $(ps -o stat= -p "$pid" 2>/dev/null) in "" | Z*) break ;; esac
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  mkdir -p "$ROOT/target"
-  cp "$TMP"/*.log "$ROOT/target/" 2>/dev/null || true
-  rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+LOG_NAME=soak
+KEEP_LOGS="$ROOT/target/soak-logs"
+# shellcheck source=benches/load/common.sh
+. "$HERE/common.sh"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  die "$2 did not listen on 127.0.0.1:$1"
-}
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-# 1. The fake gateway.
-"${SRV[@]}" "$FAKE_BIN" --threads 1 >"$TMP/fake.port" 2>"$TMP/fake.log" &
-PIDS+=($!)
-for _ in $(seq 1 100); do [ -s "$TMP/fake.port" ] && break; sleep 0.1; done
-FAKE_PORT=$(head -n1 "$TMP/fake.port")
-
-# 2. byok-proxy with a user, a token and an OpenAI key.
+# 1. The fake gateway, 2. byok-proxy with a user, a token and an OpenAI key.
+start_fake "${SRV[@]}"
 PROXY_PORT=$(free_port)
-mkdir -p "$TMP/proxy"
-proxy_env=(
-  env -C "$TMP/proxy"
-  BYOK_MASTER_KEY="$("$PROXY_BIN" key generate)"
-  BYOK_ADMIN_TOKEN="soak-admin-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
-  BYOK_LISTEN="127.0.0.1:$PROXY_PORT"
-  BYOK_UPSTREAM__GATEWAY__BASE_URL="http://127.0.0.1:$FAKE_PORT/v1"
-  AI_GATEWAY_API_KEY=gw-soak
-  BYOK_LOG__LEVEL=warn
-  BYOK_LIMITS__REQUESTS_PER_MINUTE=1000000000
-  BYOK_LIMITS__BURST=1000000000
-  BYOK_LIMITS__MAX_CONCURRENT_REQUESTS=4096
-)
-"${proxy_env[@]}" "$PROXY_BIN" user create --name soak >"$TMP/setup.log" 2>&1
-BENCH_TOKEN=$("${proxy_env[@]}" "$PROXY_BIN" token create --user soak --name soak 2>>"$TMP/setup.log")
-[[ "$BENCH_TOKEN" == bkp_* ]] || die "token create printed no token"
-export BENCH_TOKEN
-"${SRV[@]}" "${proxy_env[@]}" "$PROXY_BIN" serve >"$TMP/byok-proxy.log" 2>&1 &
-PROXY_PID=$!
-PIDS+=("$PROXY_PID")
-wait_port "$PROXY_PORT" byok-proxy
-status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PROXY_PORT/api/keys" \
-  -H "Authorization: Bearer $BENCH_TOKEN" -H 'content-type: application/json' \
-  -d '{"provider":"openai","credentials":{"apiKey":"sk-soak-0123456789abcdefghijklmnopqrstuvwxyz"}}')
-[ "$status" = 201 ] || die "POST /api/keys answered $status"
+BYOK_EXTRA=(BYOK_LIMITS__MAX_CONCURRENT_REQUESTS=4096)
+start_byok "$PROXY_PORT" "${SRV[@]}"
 
 # 3. RSS sampler, client aborts, then wrk segments until TOTAL requests.
 SAMPLES="$TMP/samples.tsv"
