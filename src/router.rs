@@ -185,7 +185,7 @@ impl Route {
 }
 
 /// Decodes `%XX` escapes; malformed escapes are kept as written.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
