@@ -4,11 +4,11 @@
 //! tokens and sessions at once. Audit rows name the admin user when a session made the change.
 
 use crate::accounts;
-use crate::api::path_id;
 use crate::auth::scopes::Scopes;
 use crate::auth::Caller;
 use crate::error::ProxyError;
 use crate::http_util::{double_option, empty, json_response, Body};
+use crate::request::path_id;
 use crate::request::{read_json, RequestCtx};
 use crate::router::Route;
 use crate::state::AppState;

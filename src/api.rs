@@ -10,7 +10,7 @@ use crate::config::UpstreamMode;
 use crate::error::ProxyError;
 use crate::http_util::{double_option, empty, json_response, Body};
 use crate::keys::{self, providers, KeyView};
-use crate::request::{read_json, RequestCtx};
+use crate::request::{path_id, read_json, RequestCtx};
 use crate::router::Route;
 use crate::state::AppState;
 use crate::store::{AuditFilter, KeyPatch};
@@ -19,7 +19,6 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// Management bodies are small; this bounds them regardless of `limits.max_body_bytes`.
 const API_BODY_LIMIT: usize = 256 * 1024;
@@ -44,11 +43,6 @@ struct PatchKey {
 
 pub(crate) fn key_not_found() -> ProxyError {
     ProxyError::NotFound("No such key. GET /api/keys lists yours.".into())
-}
-
-/// Parses a path id; a malformed id is simply not found.
-pub(crate) fn path_id(id: &str, not_found: fn() -> ProxyError) -> Result<Uuid, ProxyError> {
-    Uuid::parse_str(id).map_err(|_| not_found())
 }
 
 fn check_label(label: &Option<String>) -> Result<(), ProxyError> {

@@ -277,6 +277,15 @@ impl ProxyError {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind(pub &'static str);
 
+impl From<crate::auth::scopes::Denied> for ProxyError {
+    fn from(d: crate::auth::scopes::Denied) -> Self {
+        match d {
+            crate::auth::scopes::Denied::Model(model) => ProxyError::ModelNotAllowed { model },
+            crate::auth::scopes::Denied::Route(route) => ProxyError::RouteNotAllowed { route },
+        }
+    }
+}
+
 impl From<crate::store::Error> for ProxyError {
     fn from(e: crate::store::Error) -> Self {
         match e {

@@ -291,6 +291,14 @@ where
     });
 }
 
+/// Parses an id from the request path; a malformed id is simply not found.
+///
+/// # Errors
+/// `not_found()`.
+pub fn path_id(id: &str, not_found: fn() -> ProxyError) -> Result<uuid::Uuid, ProxyError> {
+    uuid::Uuid::parse_str(id).map_err(|_| not_found())
+}
+
 /// Reads a management body (small, bounded by `limit` as well) and parses it as `T`. Errors
 /// never echo the body's values (a credential typed into the wrong field must not come back in
 /// the message).

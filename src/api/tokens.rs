@@ -6,11 +6,11 @@
 
 use crate::accounts;
 use crate::admin::accounts_error;
-use crate::api::path_id;
 use crate::auth::scopes::Scopes;
 use crate::auth::Caller;
 use crate::error::ProxyError;
 use crate::http_util::{empty, json_response, Body};
+use crate::request::path_id;
 use crate::request::{read_json, RequestCtx};
 use crate::state::AppState;
 use http::{Request, Response, StatusCode};

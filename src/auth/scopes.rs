@@ -12,7 +12,6 @@
 //! A scoped token may not manage tokens (403 `insufficient_scope`), and a token created by a
 //! scoped caller could never be wider than it ([`Scopes::within`]).
 
-use crate::error::ProxyError;
 use crate::router::Route;
 use serde::{Deserialize, Serialize};
 
@@ -147,12 +146,10 @@ impl Scopes {
     ///
     /// # Errors
     /// 403 `model_not_allowed` naming the first model that is not.
-    pub fn check_models(&self, models: &[&str]) -> Result<(), ProxyError> {
+    pub fn check_models(&self, models: &[&str]) -> Result<(), Denied> {
         match models.iter().find(|m| !self.allows_model(m)) {
             None => Ok(()),
-            Some(m) => Err(ProxyError::ModelNotAllowed {
-                model: (*m).to_string(),
-            }),
+            Some(m) => Err(Denied::Model((*m).to_string())),
         }
     }
 
@@ -161,16 +158,24 @@ impl Scopes {
     ///
     /// # Errors
     /// 403 `route_not_allowed`.
-    pub fn check_route(&self, route: &Route) -> Result<(), ProxyError> {
+    pub fn check_route(&self, route: &Route) -> Result<(), Denied> {
         let (Some(allowed), Some(name)) = (&self.allowed_routes, route_scope(route)) else {
             return Ok(());
         };
         if allowed.iter().any(|r| r == name) {
             Ok(())
         } else {
-            Err(ProxyError::RouteNotAllowed { route: name })
+            Err(Denied::Route(name))
         }
     }
+}
+
+/// What a token's scopes refuse (the edge answers 403 `model_not_allowed` /
+/// `route_not_allowed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    Model(String),
+    Route(&'static str),
 }
 
 /// The scope name of a `/v1` route; `None` for every other route.
@@ -247,7 +252,7 @@ mod tests {
         assert!(s
             .check_models(&["openai/gpt-4o", "anthropic/claude-3"])
             .is_ok());
-        let Err(ProxyError::ModelNotAllowed { model }) =
+        let Err(Denied::Model(model)) =
             s.check_models(&["openai/gpt-4o", "google/gemini-2.5-flash"])
         else {
             panic!("a fallback outside the patterns must be refused")
@@ -268,13 +273,11 @@ mod tests {
         assert!(s.check_route(&Route::Keys).is_ok());
         assert!(matches!(
             s.check_route(&Route::Embeddings),
-            Err(ProxyError::RouteNotAllowed {
-                route: "embeddings"
-            })
+            Err(Denied::Route("embeddings"))
         ));
         assert!(matches!(
             s.check_route(&Route::CountTokens),
-            Err(ProxyError::RouteNotAllowed { route: "messages" })
+            Err(Denied::Route("messages"))
         ));
     }
 
