@@ -556,7 +556,7 @@ impl Finished {
             None
         };
         let system = if self.gateway && self.status.is_success() {
-            gateway::system_credentials_used(routing, &[], usage.and_then(|u| u.is_byok))
+            gateway::system_credentials_used(routing, usage.and_then(|u| u.is_byok))
         } else {
             None
         };
@@ -615,8 +615,7 @@ impl Finished {
             }
         });
         let served_by = if self.gateway && system.is_none() {
-            gateway::final_provider(routing, &[])
-                .filter(|p| crate::keys::providers::find(p).is_some())
+            gateway::final_provider(routing).filter(|p| crate::keys::providers::find(p).is_some())
         } else {
             None
         };

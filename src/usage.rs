@@ -567,9 +567,7 @@ mod tests {
                 routing.starts_with(b"\"routing\":{\"finalProvider\""),
                 "{size}"
             );
-            assert!(
-                crate::upstream::gateway::system_credentials_used(&routing, &[], None).is_some()
-            );
+            assert!(crate::upstream::gateway::system_credentials_used(&routing, None).is_some());
         }
     }
 

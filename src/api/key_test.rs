@@ -162,7 +162,11 @@ async fn send(app: &AppState, req: Request<Full<Bytes>>) -> TestOutcome {
     let gateway = app.config.upstream.mode == UpstreamMode::Gateway;
     if status.is_success()
         && gateway
-        && crate::upstream::gateway::system_credentials_used(&body, &body, is_byok(&body)).is_some()
+        && crate::upstream::gateway::system_credentials_used(
+            &body,
+            crate::usage::extract(&body, &body).and_then(|u| u.is_byok),
+        )
+        .is_some()
     {
         return TestOutcome {
             ok: false,
@@ -184,13 +188,6 @@ async fn send(app: &AppState, req: Request<Full<Bytes>>) -> TestOutcome {
         latency_ms: 0,
         message,
     }
-}
-
-fn is_byok(body: &[u8]) -> Option<bool> {
-    serde_json::from_slice::<Value>(body)
-        .ok()?
-        .pointer("/usage/is_byok")
-        .and_then(Value::as_bool)
 }
 
 /// `error.message` of an OpenAI- or Anthropic-shaped error body.

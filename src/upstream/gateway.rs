@@ -237,42 +237,30 @@ pub struct SystemUse {
     pub byok_status: Option<u16>,
 }
 
-/// Looks for signs that the gateway used system credentials in the parts of an answer that
-/// can carry them (a JSON body's head and tail, or a stream's first and last frames):
-/// `usage.is_byok: false` (passed in from usage extraction), or a routing attempt with
+/// Looks for signs that the gateway used system credentials in `buf` (the last `"routing"`
+/// object the answer scan kept, or a whole JSON body): `usage.is_byok: false` (passed in
+/// from usage extraction), or a routing attempt with
 /// `credentialType: "system"` anywhere under a `routing` object
 /// (`providerMetadata.gateway.routing`, `provider_metadata.gateway.routing`, including
 /// per-attempt lists of any nesting). Unknown shapes are tolerated: anything that does not
 /// parse is ignored.
-pub fn system_credentials_used(
-    head: &[u8],
-    tail: &[u8],
-    is_byok: Option<bool>,
-) -> Option<SystemUse> {
+pub fn system_credentials_used(buf: &[u8], is_byok: Option<bool>) -> Option<SystemUse> {
     static ROUTING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"routing\""));
     static CREDENTIAL_TYPE: LazyLock<Finder<'static>> =
         LazyLock::new(|| Finder::new(b"credentialType"));
-    let mut found: Option<SystemUse> = None;
     // Only answers that report routing attempts are parsed.
-    let cheap_miss = |b: &[u8]| b.is_empty() || CREDENTIAL_TYPE.find(b).is_none();
-    if !(cheap_miss(head) && cheap_miss(tail)) {
-        for buf in [tail, head] {
-            for routing in objects_after(buf, &ROUTING) {
-                let mut walk = Walk::default();
-                walk.visit(&routing);
-                if walk.system {
-                    found = Some(SystemUse {
-                        provider: walk.system_provider.or(walk.final_provider),
-                        byok_status: walk.byok_failed_status,
-                    });
-                    break;
-                }
-            }
-            if found.is_some() {
-                break;
-            }
-        }
-    }
+    let found = if buf.is_empty() || CREDENTIAL_TYPE.find(buf).is_none() {
+        None
+    } else {
+        objects_after(buf, &ROUTING).find_map(|routing| {
+            let mut walk = Walk::default();
+            walk.visit(&routing);
+            walk.system.then(|| SystemUse {
+                provider: walk.system_provider.or(walk.final_provider),
+                byok_status: walk.byok_failed_status,
+            })
+        })
+    };
     match (found, is_byok) {
         (Some(f), _) => Some(f),
         (None, Some(false)) => Some(SystemUse {
@@ -285,22 +273,20 @@ pub fn system_credentials_used(
 
 /// The provider the gateway's routing metadata says finally served the request
 /// (`"finalProvider": "..."`), found without parsing the whole answer.
-pub fn final_provider(head: &[u8], tail: &[u8]) -> Option<String> {
+pub fn final_provider(buf: &[u8]) -> Option<String> {
     static FINAL_PROVIDER: LazyLock<Finder<'static>> =
         LazyLock::new(|| Finder::new(b"\"finalProvider\""));
     let key = FINAL_PROVIDER.needle();
-    for buf in [tail, head] {
-        for at in FINAL_PROVIDER.find_iter(buf) {
-            let rest = &buf[at + key.len()..];
-            let rest = trim_start(rest).strip_prefix(b":")?;
-            let rest = trim_start(rest).strip_prefix(b"\"")?;
-            let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
-            if rest.get(end) == Some(&b'"') {
-                return std::str::from_utf8(&rest[..end]).ok().map(str::to_string);
-            }
-        }
-    }
-    None
+    FINAL_PROVIDER.find_iter(buf).find_map(|at| {
+        let rest = &buf[at + key.len()..];
+        let rest = trim_start(rest).strip_prefix(b":")?;
+        let rest = trim_start(rest).strip_prefix(b"\"")?;
+        // A name with an escape in it is not a provider slug.
+        let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+        (rest[end] == b'"')
+            .then(|| std::str::from_utf8(&rest[..end]).ok().map(str::to_string))
+            .flatten()
+    })
 }
 
 fn trim_start(b: &[u8]) -> &[u8] {

@@ -222,18 +222,18 @@ fn allow_mode_forwards_and_reports_what_the_operator_pays_for() {
 fn detects_is_byok_false_and_system_attempts_in_json_and_streams() {
     // usage.is_byok false alone.
     assert_eq!(
-        system_credentials_used(b"", b"{}", Some(false)),
+        system_credentials_used(b"{}", Some(false)),
         Some(SystemUse {
             provider: None,
             byok_status: None
         })
     );
-    assert_eq!(system_credentials_used(b"", b"{}", Some(true)), None);
+    assert_eq!(system_credentials_used(b"{}", Some(true)), None);
     // Chat JSON: routing inside choices[].message.provider_metadata, a failed BYOK attempt
     // then a system one.
     let body = br#"{"choices":[{"message":{"content":"hi","provider_metadata":{"gateway":{"routing":{"originalModelId":"openai/gpt-4o","finalProvider":"openai","attempts":[{"provider":"openai","credentialType":"byok","success":false,"statusCode":429},{"provider":"openai","credentialType":"system","success":true,"statusCode":200}]}}}}}],"usage":{"prompt_tokens":1,"is_byok":true}}"#;
     assert_eq!(
-        system_credentials_used(body, body, Some(true)),
+        system_credentials_used(body, Some(true)),
         Some(SystemUse {
             provider: Some("openai".into()),
             byok_status: Some(429)
@@ -243,7 +243,7 @@ fn detects_is_byok_false_and_system_attempts_in_json_and_streams() {
     // embeddings, nested per-model attempt lists, whitespace.
     let tail = b"data: {\"choices\":[{\"delta\":{\"provider_metadata\":{\"gateway\":{\"routing\" : {\"modelAttempts\":[{\"modelId\":\"anthropic/claude\",\"providerAttempts\":[{\"provider\":\"bedrock\",\"credentialType\":\"SYSTEM\"}]}]}}}}}]}\n\ndata: [DONE]\n\n";
     assert_eq!(
-        system_credentials_used(b"data: {}", tail, None),
+        system_credentials_used(tail, None),
         Some(SystemUse {
             provider: Some("bedrock".into()),
             byok_status: None
@@ -252,10 +252,10 @@ fn detects_is_byok_false_and_system_attempts_in_json_and_streams() {
     // A failed system attempt is not a use; BYOK-only routing is clean; the word "system"
     // elsewhere (a system prompt echo) is not a use.
     let clean = br#"{"providerMetadata":{"gateway":{"routing":{"finalProvider":"openai","attempts":[{"provider":"openai","credentialType":"system","success":false},{"provider":"openai","credentialType":"byok","success":true}]}}},"role":"system"}"#;
-    assert_eq!(system_credentials_used(clean, clean, Some(true)), None);
+    assert_eq!(system_credentials_used(clean, Some(true)), None);
     // Garbage and cut-off metadata never panic and find nothing.
     assert_eq!(
-        system_credentials_used(b"\"routing\":{\"x\":\"system\"", b"\"routing\":", None),
+        system_credentials_used(b"\"routing\":{\"credentialType\":\"system\"", None),
         None
     );
 }
@@ -377,6 +377,8 @@ proptest! {
     #[test]
     fn detection_never_panics(head in proptest::collection::vec(any::<u8>(), 0..256),
                               tail in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = system_credentials_used(&head, &tail, None);
+        let _ = system_credentials_used(&head, None);
+        let _ = system_credentials_used(&tail, None);
+        let _ = final_provider(&head);
     }
 }
