@@ -168,7 +168,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     )
     .await;
     app.usage.flush().await;
-    tracing::info!("usage flushed; bye");
+    // Failed-auth rows of the current window would otherwise be lost with the process.
+    app.auth.flush_failures().await;
+    tracing::info!("usage flushed; failed-auth audit flushed; bye");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -331,6 +331,14 @@ async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
         .await
         .unwrap();
     let mut got = stream.chunk().await.unwrap().unwrap().to_vec();
+    // A failed authentication inside the (default, 60 s) audit window.
+    let bad = http
+        .get(format!("{base}/api/keys"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
     server.terminate().await;
     // New connections are refused while the stream goes on.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -351,6 +359,15 @@ async fn sigterm_lets_a_slow_stream_finish_and_flushes_usage() {
         .query_row("SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0) FROM usage_events WHERE status = 'ok'", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     assert_eq!((n, prompt), (1, 11));
+    // The failure's window was still open: shutdown wrote its row.
+    let fails: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'auth.failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(fails, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
