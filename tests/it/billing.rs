@@ -6,7 +6,7 @@
 
 use crate::common::fake_upstream::{Behavior, FakeUpstream};
 use crate::common::{within, TestProxy};
-use crate::proxy::{add_key, alice_with_openai_key, proxy_for, GATEWAY_KEY};
+use crate::proxy::{add_key, alice_with_openai_key, direct_proxy_for, proxy_for, GATEWAY_KEY};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -385,20 +385,7 @@ async fn system_credential_use_is_detected_in_json_and_streams_and_shows_on_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_mode_never_forwards_gateway_fields_or_unusable_keys() {
     let fake = FakeUpstream::start().await;
-    let p = TestProxy::start_with(
-        crate::common::TestDb::new(crate::common::Backend::Sqlite).await,
-        |env| {
-            env.insert("BYOK_UPSTREAM__MODE".into(), "direct".into());
-            env.insert(
-                "BYOK_UPSTREAM__DIRECT".into(),
-                format!(
-                    r#"{{ openai = {{ base_url = "{0}" }}, anthropic = {{ base_url = "{0}" }} }}"#,
-                    fake.base_url()
-                ),
-            );
-        },
-    )
-    .await;
+    let p = direct_proxy_for(&fake).await;
     let token = alice_with_openai_key(&p).await;
     // Fallbacks cannot happen in direct mode: refused, not silently ignored.
     for body in [

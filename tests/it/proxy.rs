@@ -22,6 +22,21 @@ pub async fn proxy_for(
     .await
 }
 
+/// A proxy in direct mode with `fake` as the OpenAI and the Anthropic endpoint.
+pub async fn direct_proxy_for(fake: &FakeUpstream) -> TestProxy {
+    TestProxy::start_with(TestDb::new(Backend::Sqlite).await, |env| {
+        env.insert("BYOK_UPSTREAM__MODE".into(), "direct".into());
+        env.insert(
+            "BYOK_UPSTREAM__DIRECT".into(),
+            format!(
+                r#"{{ openai = {{ base_url = "{0}" }}, anthropic = {{ base_url = "{0}" }} }}"#,
+                fake.base_url()
+            ),
+        );
+    })
+    .await
+}
+
 pub async fn add_key(p: &TestProxy, token: &str, provider: &str, credentials: Value) -> String {
     let (s, k) = p
         .post(
@@ -673,17 +688,7 @@ async fn stale_catalog_is_served_when_refresh_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_mode_openai_style_and_anthropic() {
     let fake = FakeUpstream::start().await;
-    let p = TestProxy::start_with(TestDb::new(Backend::Sqlite).await, |env| {
-        env.insert("BYOK_UPSTREAM__MODE".into(), "direct".into());
-        env.insert(
-            "BYOK_UPSTREAM__DIRECT".into(),
-            format!(
-                r#"{{ openai = {{ base_url = "{0}" }}, anthropic = {{ base_url = "{0}" }} }}"#,
-                fake.base_url()
-            ),
-        );
-    })
-    .await;
+    let p = direct_proxy_for(&fake).await;
     let (_, token) = p.user("alice").await;
     add_key(
         &p,
