@@ -60,12 +60,26 @@ pub struct Caller {
 }
 
 /// The credential a [`Caller`] presented.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Via {
     /// An app token, with what it may do.
     Token { id: Uuid, scopes: Arc<Scopes> },
     /// A web session (never on `/v1`); `csrf` is what its state-changing calls must send.
     Session { id_hash: [u8; 32], csrf: String },
+}
+
+/// Session hash and CSRF value are credentials of a sort: never printed.
+impl std::fmt::Debug for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Token { id, scopes } => f
+                .debug_struct("Token")
+                .field("id", id)
+                .field("scopes", scopes)
+                .finish(),
+            Via::Session { .. } => f.write_str("Session { [redacted] }"),
+        }
+    }
 }
 
 static UNSCOPED: Scopes = Scopes {

@@ -192,3 +192,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_session_caller_prints_no_credential() {
+    let via = Via::Session {
+        id_hash: [7u8; 32],
+        csrf: "csrf-value-secret".into(),
+    };
+    let text = format!("{via:?}");
+    assert!(
+        !text.contains("csrf-value-secret") && !text.contains("7, 7"),
+        "{text}"
+    );
+}
